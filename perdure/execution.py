@@ -1,0 +1,590 @@
+"""One run in a worker's memory: replay its journal, run what is new, checkpoint, and end.
+
+Durable operations (steps, sleeps, values) come here from `perdure.context` and
+`perdure.tasks` with the branch that made them. A run suspends when no branch runs a step
+and every live branch is blocked on a durable wait further away than `suspend_after`;
+to suspend (or when the lease is lost, or the worker shuts down) the run is frozen first,
+so nothing records anything after that decision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from perdure import exceptions, failures, journal, runs, runtime, signals
+from perdure.branches import Branch, Bridge
+from perdure.store import base
+
+if TYPE_CHECKING:
+    from perdure.tasks import StepSpec, Task
+    from perdure.worker import Worker
+
+log = logging.getLogger("perdure.worker")
+FATAL = (exceptions.NonRetryableError, exceptions.PayloadError, exceptions.NonDeterminismError)
+
+
+class _FinishedAfterCancel(Exception):
+    """A sync step finished after its branch was canceled: record it, then re-raise."""
+
+    def __init__(self, outcome: asyncio.Future[Any]) -> None:
+        self.outcome = outcome
+
+
+class Execution:
+    def __init__(self, worker: Worker, task: Task[Any, Any], claim: base.Claim) -> None:
+        self.worker = worker
+        self.store = worker.store
+        self.settings = worker.settings
+        self.task = task
+        self.claim = claim
+        self.lease = claim.lease
+        self.run_id = claim.lease.run_id
+        self.attempt = claim.attempt
+        self.journal = journal.Journal(claim.journal)
+        self.clock_offset = claim.db_now - time.time()
+        self.loop = asyncio.get_running_loop()
+        self.root = Branch(self, "0")
+        self.branches: list[Branch] = [self.root]
+        self.op_tasks: set[asyncio.Task[Any]] = set()
+        self.frozen: signals.Frozen | None = None
+        self.ending: tuple[runs.RunStatus, runs.RunError | None] | None = None
+        self.cancel_requested = False
+        self.body_done = False
+        self.pending_values: list[runs.Entry] = []
+        self.logs: list[base.LogLine] = []
+        self.metadata: dict[str, Any] = {}
+        self.metadata_patch: dict[str, Any] = {}
+        self.failures: list[tuple[BaseException, runs.Key]] = []
+        self.steps_in_flight = 0
+        self.draining = False
+        self._check_handle: asyncio.Handle | None = None
+        self._executed = claim.executed_seconds
+        self._busy_since: float | None = time.monotonic()
+        self._timers: list[asyncio.TimerHandle] = []
+
+    # --- clocks ------------------------------------------------------------------------
+
+    def db_now(self) -> float:
+        return time.time() + self.clock_offset
+
+    def executed_seconds(self) -> float:
+        running = 0.0 if self._busy_since is None else time.monotonic() - self._busy_since
+        return self._executed + running
+
+    def _pause_clock(self) -> None:
+        if self._busy_since is not None:
+            self._executed += time.monotonic() - self._busy_since
+            self._busy_since = None
+
+    def _resume_clock(self) -> None:
+        if self._busy_since is None:
+            self._busy_since = time.monotonic()
+
+    # --- the run -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Execute the run until it ends, suspends, is released or is lost."""
+        self._arm_max_duration()
+        try:
+            body = self._start_body()
+            await asyncio.wait([body])
+            self.body_done = True
+            await self._conclude(body)
+        finally:
+            for timer in self._timers:
+                timer.cancel()
+            self.body_done = True
+
+    def _start_body(self) -> asyncio.Future[Any]:
+        payload = self.task.payload_codec.load(self.claim.payload)
+        ctx = contextvars.Context()
+        ctx.run(runtime.current.set, self.root)
+        if self.task.is_async:
+            body = asyncio.Task(self.task.invoke(payload), loop=self.loop, context=ctx)
+            self.root.task = body
+            body.add_done_callback(self.branch_done)
+            return body
+        self.root.bridge = Bridge(self, self.loop)
+        return self.loop.run_in_executor(self.worker.body_pool, ctx.run, self._sync_body, payload)
+
+    def _sync_body(self, payload: Any) -> Any:
+        self.root.thread_ident = threading.get_ident()
+        try:
+            return self.task.invoke(payload)
+        finally:
+            self.loop.call_soon_threadsafe(self.branch_done, None)
+
+    async def _conclude(self, body: asyncio.Future[Any]) -> None:
+        frozen = self.frozen
+        if isinstance(frozen, signals.Suspended | signals.LeaseLost):
+            return
+        if isinstance(frozen, signals.ShuttingDown):
+            await self.store.release(self.lease, self.executed_seconds(), self._take_progress())
+            return
+        if self.ending is not None:
+            status, error = self.ending
+            await self._finish(status, None, error)
+            return
+        if self.cancel_requested:
+            await self._finish(runs.RunStatus.CANCELED, None, None)
+            return
+        if body.cancelled():
+            error: BaseException = asyncio.CancelledError("the task body was canceled")
+        elif (failure := body.exception()) is not None:
+            error = failure
+        else:
+            await self._complete(body.result())
+            return
+        await self._fail(error)
+
+    async def _complete(self, result: Any) -> None:
+        try:
+            output = self.task.output_codec.dump(result)
+        except exceptions.PayloadError as error:
+            await self._finish(runs.RunStatus.FAILED, None, _run_error(error))
+            return
+        await self._finish(runs.RunStatus.COMPLETED, output, None)
+
+    async def _fail(self, error: BaseException) -> None:
+        drop = self._escaped_failures(error)
+        fatal = isinstance(error, FATAL) or not isinstance(error, Exception)
+        delay = None if fatal else self.task.retry.delay(
+            self.attempt, retry_after=exceptions.retry_after_of(error)
+        )
+        if delay is None:
+            await self._finish(runs.RunStatus.FAILED, None, _run_error(error), drop)
+            return
+        await self._flush_values()
+        await self.store.retry_later(
+            self.lease, _run_error(error), delay, drop, self._take_progress()
+        )
+
+    async def _finish(
+        self,
+        status: runs.RunStatus,
+        output: str | None,
+        error: runs.RunError | None,
+        drop: list[runs.Key] | None = None,
+    ) -> None:
+        await self.store.finish(self.lease, status, output, error, drop or [], self._take_progress())
+
+    def _escaped_failures(self, error: BaseException) -> list[runs.Key]:
+        """Step failures carried by the error that escaped the body: those steps run again
+        at the next attempt. Failures the code caught stay recorded and replay."""
+        seen: set[int] = set()
+        stack = [error]
+        while stack:
+            exc = stack.pop()
+            if id(exc) in seen:
+                continue
+            seen.add(id(exc))
+            stack += [e for e in (exc.__cause__, exc.__context__) if e is not None]
+            if isinstance(exc, BaseExceptionGroup):
+                stack += list(exc.exceptions)
+        return [key for exc, key in self.failures if id(exc) in seen]
+
+    # --- freezing, cancellation, time limits -----------------------------------------------
+
+    def freeze(self, signal: signals.Frozen) -> None:
+        """Revoke the in-memory fence, then stop every task of the run."""
+        if self.frozen is not None:
+            return
+        self.frozen = signal
+        self._cancel_tasks()
+
+    def _cancel_tasks(self) -> None:
+        for branch in self.branches:
+            if branch.task is not None and not branch.task.done():
+                branch.task.cancel()
+        for task in list(self.op_tasks):
+            task.cancel()
+
+    def check_frozen(self) -> None:
+        if self.frozen is not None:
+            raise self.frozen
+
+    def request_cancel(self) -> None:
+        """Raise CancelledError in every branch; code may catch it to clean up within
+        `cancel_grace_seconds`, then the run ends canceled."""
+        if self.cancel_requested or self.frozen is not None:
+            return
+        self.cancel_requested = True
+        self._cancel_tasks()
+        grace = self.settings.cancel_grace_seconds
+        self._timers.append(self.loop.call_later(grace, self._end, runs.RunStatus.CANCELED, None))
+
+    def shut_down(self) -> None:
+        """Worker shutdown: steps in flight finish and are recorded; no new durable
+        operation starts; then the run is released."""
+        self.draining = True
+        if self.steps_in_flight == 0:
+            self.freeze(signals.ShuttingDown())
+
+    def _end(self, status: runs.RunStatus, error: runs.RunError | None) -> None:
+        if self.frozen is None and not self.body_done:
+            self.ending = (status, error)
+            self.freeze(signals.Ended())
+
+    def _arm_max_duration(self) -> None:
+        limit = self.task.max_duration
+        if limit is None:
+            return
+        remaining = limit - self.executed_seconds()
+        self._timers.append(self.loop.call_later(max(remaining, 0), self._check_duration))
+
+    def _check_duration(self) -> None:
+        limit = self.task.max_duration
+        assert limit is not None
+        remaining = limit - self.executed_seconds()
+        if remaining > 0:
+            self._timers.append(self.loop.call_later(remaining, self._check_duration))
+            return
+        error = runs.RunError(
+            type="MaxDurationExceeded",
+            message=f"the attempt executed for more than max_duration={limit}s "
+            "(time spent in durable waits does not count)",
+        )
+        self._end(runs.RunStatus.TIMED_OUT, error)
+
+    # --- suspension ------------------------------------------------------------------------
+
+    def branch_done(self, _: Any = None) -> None:
+        self.schedule_check()
+
+    def schedule_check(self) -> None:
+        if self._check_handle is None:
+            self._check_handle = self.loop.call_soon(self._check)
+
+    def _check(self) -> None:
+        self._check_handle = None
+        if self.frozen is not None or self.body_done:
+            return
+        deadline = self._quiescent_deadline()
+        if deadline is None:
+            return
+        self._pause_clock()
+        if deadline - self.db_now() > self.settings.suspend_after:
+            self.worker.spawn(self._suspend(deadline))
+
+    def _quiescent_deadline(self) -> float | None:
+        """The earliest deadline when every live branch is blocked on a durable wait (or
+        on other branches of the run) and no step runs; otherwise None."""
+        deadlines = []
+        for branch in self.branches:
+            if not branch.live:
+                continue
+            if branch.in_step:
+                return None
+            if branch.wait_deadline is not None:
+                deadlines.append(branch.wait_deadline)
+            elif branch.thread_ident is not None or not self._blocked_on_run(branch):
+                return None
+        return min(deadlines) if deadlines else None
+
+    def _blocked_on_run(self, branch: Branch) -> bool:
+        task = branch.task
+        waiter = getattr(task, "_fut_waiter", None)
+        if waiter is None:
+            return False  # running, or ready to run
+        tasks = {b.task for b in self.branches}
+        if waiter in tasks:
+            return True
+        children = getattr(waiter, "_children", None)  # asyncio.gather
+        if children is not None:
+            return all(c.done() or c in tasks for c in children)
+        return any(child.live for child in branch.children)  # TaskGroup, asyncio.wait
+
+    async def _suspend(self, deadline: float) -> None:
+        if self.frozen is not None or self.body_done:
+            return
+        self.freeze(signals.Suspended())
+        await self._flush_values()
+        ok = await self.store.suspend(
+            self.lease, deadline, self.executed_seconds(), self._take_progress()
+        )
+        if not ok:
+            log.warning("run %s: lease lost before suspension", self.run_id)
+
+    # --- durable operations ----------------------------------------------------------------
+
+    def _match(self, key: runs.Key, kind: runs.EntryKind, name: str) -> runs.Entry | None:
+        try:
+            return self.journal.match(key, kind, name)
+        except exceptions.NonDeterminismError as error:
+            self.ending = (runs.RunStatus.FAILED, _run_error(error))
+            self.freeze(signals.Ended())
+            raise
+
+    def _enter(self, branch: Branch) -> None:
+        """Checks at the start of every durable operation."""
+        if self.draining:
+            self.freeze(signals.ShuttingDown())
+        self.check_frozen()
+        if self.cancel_requested and branch.thread_ident is not None and not branch.cancel_delivered:
+            branch.cancel_delivered = True
+            raise asyncio.CancelledError("the run was canceled")
+
+    async def record(self, *entries: runs.Entry) -> None:
+        """Make entries durable (with pending values, logs and metadata), fenced by the
+        lease: a run whose lease was taken over records nothing."""
+        self.check_frozen()
+        batch = [*self.pending_values, *entries]
+        self.pending_values = []
+        if not await self.store.checkpoint(self.lease, batch, self._take_progress()):
+            self.freeze(signals.LeaseLost())
+            self.check_frozen()
+        for entry in entries:
+            self.journal.put(entry)
+
+    async def _flush_values(self) -> None:
+        if self.pending_values:
+            batch, self.pending_values = self.pending_values, []
+            await self.store.checkpoint(self.lease, batch, None)
+
+    async def wait_until(self, branch: Branch, deadline: float) -> None:
+        """A durable wait: blocks the branch until `deadline` (database clock)."""
+        delay = deadline - self.db_now()
+        if delay <= 0:
+            return
+        future: asyncio.Future[None] = self.loop.create_future()
+        handle = self.loop.call_later(delay, _resolve, future)
+        branch.wait_deadline = deadline
+        self.schedule_check()
+        try:
+            await future
+        finally:
+            handle.cancel()
+            branch.wait_deadline = None
+            self._resume_clock()
+
+    async def sleep(self, branch: Branch, delay: float | None, until: float | None) -> None:
+        self._enter(branch)
+        key = branch.next_key()
+        entry = self._match(key, runs.EntryKind.SLEEP, "sleep")
+        if entry is None:
+            now = self.db_now()
+            wake_at = until if until is not None else now + (delay or 0.0)
+            entry = runs.Entry(
+                key=key, kind=runs.EntryKind.SLEEP, name="sleep", status=runs.EntryStatus.PENDING,
+                wake_at=wake_at, started_at=now, attempt=self.attempt,
+            )
+            await self.record(entry)
+        assert entry.wake_at is not None
+        await self.wait_until(branch, entry.wake_at)
+
+    async def step(self, branch: Branch, spec: StepSpec, args: tuple[Any, ...],
+                   kwargs: dict[str, Any]) -> Any:
+        self._enter(branch)
+        key = branch.next_key()
+        entry = self._match(key, runs.EntryKind.STEP, spec.name)
+        attempts = 0
+        if entry is not None:
+            if entry.status is runs.EntryStatus.COMPLETED:
+                return spec.codec.load(entry.result or "null")
+            if entry.status is runs.EntryStatus.FAILED:
+                error = failures.rebuild(entry.error or {})
+                self.failures.append((error, key))
+                raise error
+            attempts = entry.attempts
+            if entry.wake_at is not None:
+                await self.wait_until(branch, entry.wake_at)
+        if self.pending_values:
+            await self.record()  # values the step may use are durable before it begins
+        while True:
+            attempts += 1
+            outcome = await self._attempt(branch, spec, key, attempts, args, kwargs)
+            if outcome is not None:
+                return outcome.value
+            # the attempt failed and was recorded as retrying; `_attempt` waited already
+
+    async def _attempt(self, branch: Branch, spec: StepSpec, key: runs.Key, attempts: int,
+                       args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Value | None:
+        """One try of a step, recorded; None when it failed and waits for the next try."""
+        started = self.db_now()
+        canceled = False
+        failure: Exception | None = None
+        entry: runs.Entry
+        branch.in_step += 1
+        self.steps_in_flight += 1
+        try:
+            try:
+                try:
+                    result = await self._run_fn(branch, spec, key, args, kwargs)
+                except _FinishedAfterCancel as late:
+                    canceled = True
+                    result = late.outcome.result()
+                text, value = spec.codec.roundtrip(result)
+            except (signals.Frozen, asyncio.CancelledError):
+                raise
+            except Exception as error:
+                failure = error
+                entry = self._failure_entry(spec, key, attempts, started, error)
+            else:
+                entry = runs.Entry(
+                    key=key, kind=runs.EntryKind.STEP, name=spec.name,
+                    status=runs.EntryStatus.COMPLETED, result=text, attempts=attempts,
+                    started_at=started, finished_at=self.db_now(), attempt=self.attempt,
+                )
+            await self.record(entry)
+        finally:
+            self._end_step(branch)
+        if canceled:
+            raise asyncio.CancelledError("the run was canceled")
+        if failure is None:
+            return _Value(value)
+        if entry.status is runs.EntryStatus.FAILED:
+            self.failures.append((failure, key))
+            raise failure
+        assert entry.wake_at is not None
+        await self.wait_until(branch, entry.wake_at)
+        return None
+
+    def _failure_entry(self, spec: StepSpec, key: runs.Key, attempts: int, started: float,
+                       error: Exception) -> runs.Entry:
+        permanent = isinstance(error, exceptions.NonRetryableError | exceptions.PayloadError)
+        delay = None if permanent else spec.retry.delay(
+            attempts, retry_after=exceptions.retry_after_of(error)
+        )
+        now = self.db_now()
+        return runs.Entry(
+            key=key, kind=runs.EntryKind.STEP, name=spec.name,
+            status=runs.EntryStatus.FAILED if delay is None else runs.EntryStatus.RETRYING,
+            error=failures.describe(error), attempts=attempts, started_at=started,
+            finished_at=now, wake_at=None if delay is None else now + delay,
+            attempt=self.attempt,
+        )
+
+    def _end_step(self, branch: Branch) -> None:
+        branch.in_step -= 1
+        self.steps_in_flight -= 1
+        self.schedule_check()
+        if self.draining and self.steps_in_flight == 0:
+            self.freeze(signals.ShuttingDown())
+
+    async def _run_fn(self, branch: Branch, spec: StepSpec, key: runs.Key,
+                      args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        scope = runtime.StepScope(branch=branch, step_key=f"{self.run_id}:{key.branch}:{key.seq}")
+        if spec.is_async:
+            token = runtime.current.set(scope)
+            try:
+                async with asyncio.timeout(spec.timeout):
+                    return await spec.fn(*args, **kwargs)
+            finally:
+                runtime.current.reset(token)
+        ctx = contextvars.copy_context()
+        ctx.run(runtime.current.set, scope)
+        call: Callable[[], Any] = lambda: ctx.run(spec.fn, *args, **kwargs)  # noqa: E731
+        started = time.monotonic()
+        if branch.bridge is not None:
+            future = branch.bridge.submit(call)
+        else:
+            future = self.loop.run_in_executor(self.worker.step_pool, call)
+        result = await self._uninterrupted(future)
+        elapsed = time.monotonic() - started
+        if spec.timeout is not None and elapsed > spec.timeout:
+            raise TimeoutError(
+                f"step {spec.name!r} took {elapsed:.2f}s, past its timeout of {spec.timeout}s"
+            )
+        return result
+
+    async def _uninterrupted(self, future: asyncio.Future[Any]) -> Any:
+        """A running sync step is never interrupted: cancellation takes effect when it
+        returns, and its result is still recorded."""
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            if self.frozen is not None:
+                raise
+        while not future.done():
+            try:
+                await asyncio.shield(future)
+            except asyncio.CancelledError:
+                if self.frozen is not None:
+                    raise
+            except Exception:
+                pass
+        raise _FinishedAfterCancel(future)
+
+    # --- values, logs, metadata ----------------------------------------------------------
+
+    def value(self, branch: Branch, kind: str, make: Callable[[], Any],
+              encode: Callable[[Any], Any], decode: Callable[[Any], Any]) -> Any:
+        index = branch.values.get(kind, 0)
+        branch.values[kind] = index + 1
+        key = journal.value_key(branch.id, branch.seq, kind, index)
+        entry = self.journal.get(key)
+        if entry is not None and entry.kind is runs.EntryKind.VALUE and entry.name == kind:
+            return decode(json.loads(entry.result or "null"))
+        value = make()
+        recorded = runs.Entry(
+            key=key, kind=runs.EntryKind.VALUE, name=kind, status=runs.EntryStatus.COMPLETED,
+            result=json.dumps(encode(value)), attempt=self.attempt,
+        )
+        self.journal.put(recorded)
+        self.pending_values.append(recorded)
+        return value
+
+    def capture_log(self, branch: Branch, record: logging.LogRecord) -> bool:
+        if branch.replaying:
+            return False
+        self.logs.append(base.LogLine(
+            attempt=self.attempt, branch=branch.id, seq=branch.seq or None,
+            level=record.levelname, message=record.getMessage(), at=self.db_now(),
+        ))
+        return True
+
+    def set_metadata(self, branch: Branch, key: str, value: Any) -> None:
+        from perdure import serialization
+
+        serialization.to_json(value, f"metadata {key!r}")
+        if branch.replaying:
+            return
+        self.metadata[key] = value
+        self.metadata_patch[key] = value
+
+    def _take_progress(self) -> base.Progress | None:
+        if not self.logs and not self.metadata_patch:
+            return None
+        progress = base.Progress(logs=self.logs, metadata=self.metadata_patch or None)
+        self.logs, self.metadata_patch = [], {}
+        return progress
+
+    async def flush_progress(self) -> None:
+        """Periodic: make logs and metadata visible while the run goes on."""
+        if self.frozen is None and not self.body_done and (self.logs or self.metadata_patch):
+            if not await self.store.checkpoint(self.lease, [], self._take_progress()):
+                self.freeze(signals.LeaseLost())
+
+    def run_context(self, step_key: str | None = None) -> runtime.RunContext:
+        c = self.claim
+        return runtime.RunContext(
+            run_id=self.run_id, task_id=self.task.id, attempt=self.attempt, tags=list(c.tags),
+            version=c.version, parent_run_id=c.parent_id, root_run_id=c.root_id,
+            idempotency_key=c.idempotency_key, step_key=step_key,
+        )
+
+
+class _Value:
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _run_error(error: BaseException) -> runs.RunError:
+    described = failures.describe(error)
+    return runs.RunError(
+        type=described["type"], message=described["message"], traceback=described["traceback"]
+    )

@@ -1,0 +1,131 @@
+"""Domain values: runs, their statuses, errors and journal entries. No I/O."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+class RunStatus(str, enum.Enum):
+    """Where a run is in its lifecycle (DESIGN.md §4)."""
+
+    DELAYED = "delayed"
+    QUEUED = "queued"
+    RUNNING = "running"
+    WAITING = "waiting"
+    RETRYING = "retrying"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELED = "canceled"
+    TIMED_OUT = "timed_out"
+    EXPIRED = "expired"
+    PENDING_VERSION = "pending_version"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset(
+    {RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELED, RunStatus.TIMED_OUT, RunStatus.EXPIRED}
+)
+# Statuses that free an idempotency key: the key may start a new run.
+KEY_FREEING = frozenset({RunStatus.FAILED, RunStatus.CANCELED, RunStatus.TIMED_OUT, RunStatus.EXPIRED})
+# Statuses `runs.retry` takes back to queued.
+RETRYABLE = frozenset({RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.CANCELED})
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunError:
+    """Why a run, an attempt or a step failed."""
+
+    type: str
+    message: str
+    traceback: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": self.type, "message": self.message, "traceback": self.traceback}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> RunError | None:
+        if data is None:
+            return None
+        return cls(type=data["type"], message=data["message"], traceback=data.get("traceback"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Run:
+    """One execution of a task with one payload, as `app.runs.get` returns it."""
+
+    id: str
+    task_id: str
+    status: RunStatus
+    payload: Any
+    output: Any
+    error: RunError | None
+    attempts: int
+    tags: list[str]
+    metadata: dict[str, Any]
+    parent_id: str | None
+    root_id: str
+    idempotency_key: str | None
+    version: str | None
+    queue: str
+    concurrency_key: str | None
+    priority: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    recoveries: int = 0
+
+
+class EntryKind(str, enum.Enum):
+    """The kinds of durable operations a journal records."""
+
+    STEP = "step"
+    SLEEP = "sleep"
+    VALUE = "value"  # now / random / uuid4
+
+
+class EntryStatus(str, enum.Enum):
+    COMPLETED = "completed"
+    FAILED = "failed"  # a step that failed for good
+    RETRYING = "retrying"  # a step between attempts; wake_at is when the next one starts
+    PENDING = "pending"  # a wait; wake_at is its deadline
+
+
+@dataclass(frozen=True, kw_only=True)
+class Key:
+    """A journal key: the branch and the sequence number of a durable operation in it."""
+
+    branch: str
+    seq: int
+    sub: str = ""  # for values: "<kind>:<index>" after operation `seq`
+
+    def __str__(self) -> str:
+        base = f"[{self.branch!r}, {self.seq}]"
+        return f"{base} {self.sub}" if self.sub else base
+
+
+@dataclass(frozen=True, kw_only=True)
+class Entry:
+    """A journal entry as stored: the record of one durable operation."""
+
+    key: Key
+    kind: EntryKind
+    name: str
+    status: EntryStatus
+    result: str | None = None  # JSON text of the result (for values, of the value)
+    error: dict[str, Any] | None = None  # {"type", "message", "traceback", "module", "args"}
+    attempts: int = 0
+    wake_at: float | None = None  # epoch seconds, database clock
+    started_at: float | None = None
+    finished_at: float | None = None
+    attempt: int = 1  # the run attempt that recorded it
+    order: int = 0  # commit order within the run (for forks)
+    extra: dict[str, Any] = field(default_factory=dict)

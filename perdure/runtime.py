@@ -1,0 +1,186 @@
+"""The context variable of the current run, and the durable calls made through it.
+
+The public functions here (sleep, sleep_until, now, random, uuid4, context, metadata,
+logger, run_step) find the current run's branch through `current`. In an `async def` task
+they are awaited (the time ones are plain calls); in a plain `def` task the same calls
+block and return the value: they see that they run on the task's own thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import threading
+import uuid as _uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from perdure import exceptions
+
+if TYPE_CHECKING:
+    from perdure.execution import Branch
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepScope:
+    """Set while a step's own code runs: durable calls are not allowed there."""
+
+    branch: Branch
+    step_key: str
+
+
+current: contextvars.ContextVar[Branch | StepScope | None] = contextvars.ContextVar(
+    "perdure_current", default=None
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunContext:
+    """What `perdure.context()` returns inside a task or a step."""
+
+    run_id: str
+    task_id: str
+    attempt: int
+    tags: list[str]
+    version: str | None
+    parent_run_id: str | None
+    root_run_id: str
+    idempotency_key: str | None
+    step_key: str | None = None
+
+
+def branch_for(call: str) -> Branch:
+    """The branch a durable call belongs to, checking it is made where it may be."""
+    found = current.get()
+    if found is None:
+        raise RuntimeError(f"perdure.{call}() was called outside a task run")
+    if isinstance(found, StepScope):
+        raise RuntimeError(
+            f"perdure.{call}() was called inside a step; durable calls belong to the task "
+            "body, not to a step's own code"
+        )
+    found.check_caller(call)
+    return found
+
+
+def in_sync_body(branch: Branch) -> bool:
+    return branch.thread_ident == threading.get_ident()
+
+
+def _seconds(value: float | timedelta, what: str) -> float:
+    seconds = value.total_seconds() if isinstance(value, timedelta) else value
+    if not isinstance(seconds, int | float) or isinstance(seconds, bool):
+        raise exceptions.PayloadError(f"{what} takes seconds or a timedelta, not {value!r}")
+    return float(seconds)
+
+
+def sleep(duration: float | timedelta) -> Any:
+    """Durably wait: the deadline is recorded, so a restarted sleep never starts over."""
+    seconds = _seconds(duration, "perdure.sleep")
+    branch = branch_for("sleep")
+    return branch.call(branch.execution.sleep(branch, delay=seconds, until=None))
+
+
+def sleep_until(when: datetime) -> Any:
+    """Durably wait until an aware datetime."""
+    if not isinstance(when, datetime) or when.tzinfo is None:
+        raise exceptions.PayloadError(
+            f"perdure.sleep_until needs a timezone-aware datetime, not {when!r}; "
+            "use datetime.now(UTC) + timedelta(...)"
+        )
+    branch = branch_for("sleep_until")
+    return branch.call(branch.execution.sleep(branch, delay=None, until=when.timestamp()))
+
+
+def run_step(name: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    """Run `fn(*args, **kwargs)` as a step named `name`: its result is recorded once it
+    succeeds and returned from the journal on replay."""
+    from perdure import tasks
+
+    return tasks.inline_step(name, fn).call(*args, **kwargs)
+
+
+def _value(kind: str, make: Callable[[], Any], encode: Callable[[Any], Any],
+           decode: Callable[[Any], Any]) -> Any:
+    found = current.get()
+    if found is None or isinstance(found, StepScope):
+        return make()  # outside a task, or inside a step: a plain value
+    found.check_caller(kind)
+    return found.execution.value(found, kind, make, encode, decode)
+
+
+def now() -> datetime:
+    """The current time (UTC), recorded so that every replay sees the same value."""
+    return _value(  # type: ignore[no-any-return]
+        "now", lambda: datetime.now(UTC), lambda v: v.isoformat(), datetime.fromisoformat
+    )
+
+
+def random() -> float:
+    """A random float in [0, 1), recorded so that every replay sees the same value."""
+    import random as _random
+
+    return _value("random", _random.random, float, float)  # type: ignore[no-any-return]
+
+
+def uuid4() -> _uuid.UUID:
+    """A random UUID, recorded so that every replay sees the same value."""
+    return _value("uuid4", _uuid.uuid4, str, _uuid.UUID)  # type: ignore[no-any-return]
+
+
+def context() -> RunContext:
+    """The current run: ids, attempt, tags, version; inside a step also `step_key`, a
+    stable idempotency key for that step to pass to external APIs."""
+    found = current.get()
+    if found is None:
+        raise RuntimeError("perdure.context() was called outside a task run")
+    if isinstance(found, StepScope):
+        return found.branch.execution.run_context(step_key=found.step_key)
+    return found.execution.run_context()
+
+
+class _Metadata:
+    """`perdure.metadata.set(key, value)`: live JSON metadata of the run (progress,
+    counters), shown in the dashboard."""
+
+    def set(self, key: str, value: Any) -> None:
+        found = current.get()
+        if found is None:
+            raise RuntimeError("perdure.metadata.set() was called outside a task run")
+        branch = found.branch if isinstance(found, StepScope) else found
+        branch.execution.set_metadata(branch, key, value)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        found = current.get()
+        if found is None:
+            return default
+        branch = found.branch if isinstance(found, StepScope) else found
+        return branch.execution.metadata.get(key, default)
+
+
+metadata = _Metadata()
+
+
+class _RunLogFilter(logging.Filter):
+    """Attaches records to the current run (and step); drops them while replaying."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        found = current.get()
+        if found is None:
+            return True
+        branch = found.branch if isinstance(found, StepScope) else found
+        return branch.execution.capture_log(branch, record)
+
+
+logger = logging.getLogger("perdure.task")
+logger.addFilter(_RunLogFilter())
+
+
+def running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None

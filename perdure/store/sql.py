@@ -1,0 +1,185 @@
+"""Named queries (SQLite dialect, `:name` parameters). The only SQL in perdure besides
+migrations; never built from input."""
+
+RUN_COLUMNS = """id, task_id, queue, concurrency_key, priority, status, payload, output, error,
+    attempts, recoveries, tags, metadata, parent_id, root_id, idempotency_key, version,
+    created_at, started_at, finished_at"""
+
+ENTRY_COLUMNS = """ord, branch, seq, sub, kind, name, status, result, error, attempts, wake_at,
+    started_at, finished_at, attempt"""
+
+GET_RUN = f"SELECT {RUN_COLUMNS} FROM runs WHERE id = :id"
+
+GET_RUN_STATE = """SELECT status, attempts, lease_token, lease_worker, idempotency_key, task_id
+    FROM runs WHERE id = :id"""
+
+FIND_KEY = """SELECT run_id, expires_at FROM idempotency_keys
+    WHERE task_id = :task_id AND key = :key"""
+
+HOLD_KEY = """INSERT INTO idempotency_keys (task_id, key, run_id, expires_at)
+    VALUES (:task_id, :key, :run_id, :expires_at)
+    ON CONFLICT (task_id, key) DO UPDATE SET run_id = excluded.run_id,
+        expires_at = excluded.expires_at"""
+
+FREE_KEY = "DELETE FROM idempotency_keys WHERE run_id = :run_id"
+
+INSERT_RUN = """INSERT INTO runs (id, task_id, queue, concurrency_key, priority, status, payload,
+        tags, parent_id, root_id, idempotency_key, version, created_at, due_at, ttl_expires_at)
+    VALUES (:id, :task_id, :queue, :concurrency_key, :priority, :status, :payload, :tags,
+        :parent_id, :root_id, :idempotency_key, :version, :now, :due_at, :ttl_expires_at)"""
+
+INSERT_EVENT = """INSERT INTO run_events (run_id, at, from_status, to_status, attempt, worker_id,
+        detail)
+    VALUES (:run_id, :at, :from_status, :to_status, :attempt, :worker_id, :detail)"""
+
+LIST_EVENTS = """SELECT at, from_status, to_status, attempt, worker_id, detail
+    FROM run_events WHERE run_id = :run_id ORDER BY id"""
+
+LIST_JOURNAL = f"SELECT {ENTRY_COLUMNS} FROM journal WHERE run_id = :run_id ORDER BY ord"
+
+LIST_LOGS = """SELECT attempt, branch, seq, level, message, at FROM logs
+    WHERE run_id = :run_id ORDER BY id"""
+
+# --- claiming ------------------------------------------------------------------------------
+
+# Running runs whose worker is gone (dead, stopped, or never registered).
+ORPHANED_RUNS = """SELECT r.id FROM runs r LEFT JOIN workers w ON w.id = r.lease_worker
+    WHERE r.status = 'running'
+      AND (w.id IS NULL OR w.dead_at IS NOT NULL OR w.stopped_at IS NOT NULL)
+      AND r.task_id IN (SELECT value FROM json_each(:task_ids))
+      AND (:version IS NULL OR r.version IS NULL OR r.version = :version)
+    LIMIT :limit"""
+
+# Due runs, at most as many per (queue, concurrency key) as the queue's limit leaves free:
+# a full queue never hides the runs of other queues or keys behind it.
+CLAIMABLE_RUNS = """WITH busy AS (
+        SELECT queue, concurrency_key AS ckey, COUNT(*) AS n FROM runs
+        WHERE status = 'running' GROUP BY queue, concurrency_key
+    ), candidates AS (
+        SELECT id, queue, concurrency_key, priority, due_at, ROW_NUMBER() OVER (
+            PARTITION BY queue, concurrency_key ORDER BY priority DESC, due_at, id) AS rn
+        FROM runs
+        WHERE status IN ('queued', 'delayed', 'retrying', 'waiting') AND due_at <= :now
+          AND task_id IN (SELECT value FROM json_each(:task_ids))
+          AND (:version IS NULL OR version IS NULL OR version = :version)
+    )
+    SELECT c.id FROM candidates c
+    LEFT JOIN queues q ON q.name = c.queue
+    LEFT JOIN busy b ON b.queue = c.queue AND b.ckey IS c.concurrency_key
+    WHERE q.concurrency_limit IS NULL OR c.rn <= q.concurrency_limit - COALESCE(b.n, 0)
+    ORDER BY c.priority DESC, c.due_at, c.id
+    LIMIT :limit"""
+
+GET_CLAIM_ROW = """SELECT id, task_id, status, payload, attempts, recoveries, tags, parent_id,
+        root_id, idempotency_key, version, executed_seconds, cancel_requested_at, started_at,
+        next_attempt
+    FROM runs WHERE id = :id"""
+
+TAKE_LEASE = """UPDATE runs SET status = 'running', lease_token = :token,
+        lease_worker = :worker_id, attempts = :attempt, recoveries = :recoveries,
+        version = COALESCE(version, :version), started_at = COALESCE(started_at, :now),
+        executed_seconds = :executed_seconds
+    WHERE id = :id"""
+
+# --- writes of a leased run (fenced by the lease token) -------------------------------------
+
+CHECK_LEASE = "SELECT 1 FROM runs WHERE id = :run_id AND lease_token = :token"
+
+UPSERT_ENTRY = """INSERT INTO journal (run_id, branch, seq, sub, kind, name, status, result,
+        error, attempts, wake_at, started_at, finished_at, attempt)
+    VALUES (:run_id, :branch, :seq, :sub, :kind, :name, :status, :result, :error, :attempts,
+        :wake_at, :started_at, :finished_at, :attempt)
+    ON CONFLICT (run_id, branch, seq, sub) DO UPDATE SET status = excluded.status,
+        result = excluded.result, error = excluded.error, attempts = excluded.attempts,
+        wake_at = excluded.wake_at, finished_at = excluded.finished_at,
+        attempt = excluded.attempt"""
+
+DELETE_ENTRY = """DELETE FROM journal
+    WHERE run_id = :run_id AND branch = :branch AND seq = :seq AND sub = :sub"""
+
+INSERT_LOG = """INSERT INTO logs (run_id, attempt, branch, seq, level, message, at)
+    VALUES (:run_id, :attempt, :branch, :seq, :level, :message, :at)"""
+
+SET_METADATA = "UPDATE runs SET metadata = json_patch(metadata, :metadata) WHERE id = :run_id"
+
+SUSPEND = """UPDATE runs SET status = 'waiting', due_at = :due_at, lease_token = NULL,
+        lease_worker = NULL, executed_seconds = :executed_seconds
+    WHERE id = :run_id AND lease_token = :token"""
+
+RELEASE = """UPDATE runs SET status = 'queued', due_at = :now, lease_token = NULL, lease_worker = NULL,
+        executed_seconds = :executed_seconds
+    WHERE id = :run_id AND lease_token = :token"""
+
+RETRY_LATER = """UPDATE runs SET status = 'retrying', due_at = :due_at, error = :error,
+        next_attempt = attempts + 1,
+        lease_token = NULL, lease_worker = NULL, executed_seconds = 0
+    WHERE id = :run_id AND lease_token = :token"""
+
+FINISH = """UPDATE runs SET status = :status, output = :output, error = :error,
+        finished_at = :now, lease_token = NULL, lease_worker = NULL,
+        cancel_requested_at = NULL
+    WHERE id = :run_id AND lease_token = :token"""
+
+# --- client transitions ------------------------------------------------------------------
+
+CANCEL_IDLE = """UPDATE runs SET status = 'canceled', finished_at = :now, lease_token = NULL,
+        lease_worker = NULL
+    WHERE id = :id"""
+
+REQUEST_CANCEL = """UPDATE runs SET cancel_requested_at = COALESCE(cancel_requested_at, :now)
+    WHERE id = :id"""
+
+CANCEL_REQUESTS = """SELECT id FROM runs
+    WHERE lease_worker = :worker_id AND status = 'running'
+      AND cancel_requested_at IS NOT NULL"""
+
+REQUEUE = """UPDATE runs SET status = 'queued', due_at = :now, finished_at = NULL,
+        next_attempt = attempts + 1,
+        output = NULL, cancel_requested_at = NULL, executed_seconds = 0
+    WHERE id = :id"""
+
+COPY_ENTRIES = """INSERT INTO journal (run_id, branch, seq, sub, kind, name, status, result,
+        error, attempts, wake_at, started_at, finished_at, attempt)
+    SELECT :new_id, branch, seq, sub, kind, name, status, result, error, attempts, wake_at,
+        started_at, finished_at, 1
+    FROM journal WHERE run_id = :run_id AND ord < :before_ord ORDER BY ord"""
+
+ENTRY_ORD = """SELECT ord FROM journal
+    WHERE run_id = :run_id AND branch = :branch AND seq = :seq AND sub = ''"""
+
+# --- workers and queues ------------------------------------------------------------------
+
+INSERT_WORKER = """INSERT INTO workers (id, hostname, pid, version, concurrency, started_at,
+        heartbeat_at)
+    VALUES (:id, :hostname, :pid, :version, :concurrency, :now, :now)"""
+
+HEARTBEAT = """UPDATE workers SET heartbeat_at = :now
+    WHERE id = :id AND dead_at IS NULL AND stopped_at IS NULL"""
+
+STOP_WORKER = "UPDATE workers SET stopped_at = :now WHERE id = :id AND stopped_at IS NULL"
+
+LIVE_WORKERS = """SELECT id, heartbeat_at FROM workers
+    WHERE stopped_at IS NULL AND dead_at IS NULL"""
+
+MARK_DEAD = "UPDATE workers SET dead_at = :now WHERE id = :id AND dead_at IS NULL"
+
+UPSERT_QUEUE = """INSERT INTO queues (name, concurrency_limit) VALUES (:name, :limit)
+    ON CONFLICT (name) DO UPDATE SET concurrency_limit = excluded.concurrency_limit"""
+
+NEXT_DUE = """SELECT MIN(due_at) FROM runs
+    WHERE status IN ('queued', 'delayed', 'retrying', 'waiting') AND due_at > :now
+      AND task_id IN (SELECT value FROM json_each(:task_ids))"""
+
+# --- listing -----------------------------------------------------------------------------
+
+LIST_RUNS = f"""SELECT {RUN_COLUMNS} FROM runs
+    WHERE (:statuses IS NULL OR status IN (SELECT value FROM json_each(:statuses)))
+      AND (:task_id IS NULL OR task_id = :task_id)
+      AND (:tag IS NULL OR EXISTS (SELECT 1 FROM json_each(runs.tags) WHERE value = :tag))
+      AND (:parent_id IS NULL OR parent_id = :parent_id)
+      AND (:root_id IS NULL OR root_id = :root_id)
+      AND (:created_after IS NULL OR created_at >= :created_after)
+      AND (:created_before IS NULL OR created_at < :created_before)
+      AND (:cursor IS NULL OR id < :cursor)
+    ORDER BY id DESC
+    LIMIT :limit"""

@@ -1,0 +1,218 @@
+"""The worker: claim runs, execute them by replaying their journal, keep them alive.
+
+Liveness is per worker, not per run: the worker holds a lock that dies with its process
+(noticed at once by the others), and renews one heartbeat row from a thread, only while
+its event loop keeps ticking, so a hung loop loses its runs to other workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+from perdure import branches, signals
+from perdure.app import App, new_id
+from perdure.execution import Execution
+from perdure.store import base
+
+log = logging.getLogger("perdure.worker")
+
+
+class Worker:
+    def __init__(self, app: App, *, concurrency: int | None = None) -> None:
+        self.app = app
+        self.settings = app.settings
+        self.concurrency = concurrency or self.settings.worker_concurrency
+        self.id = new_id("wrk")
+        self.active: dict[str, Execution] = {}
+        self.task_ids = sorted(app.tasks)
+        self._background: set[asyncio.Task[Any]] = set()
+        self._kick = asyncio.Event()
+        self._stopping = False
+        self._tick = time.monotonic()
+        self._heartbeat_stop = threading.Event()
+        self.store: base.Store
+        self.body_pool = concurrent.futures.ThreadPoolExecutor(self.concurrency, "perdure-body")
+        self.step_pool = concurrent.futures.ThreadPoolExecutor(self.concurrency, "perdure-step")
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """A worker-internal task: never a branch of a run."""
+        task = asyncio.get_running_loop().create_task(coro, context=contextvars.Context())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Serve until `stop` is set, then shut down gracefully."""
+        stop = stop or asyncio.Event()
+        self.loop = asyncio.get_running_loop()
+        self.loop.set_task_factory(branches.task_factory)  # type: ignore[arg-type]
+        self.store = await self.app.store()
+        await self._register()
+        await self.store.set_queue_limits(self.app.queue_limits)
+        heartbeat = threading.Thread(target=self._heartbeat, name="perdure-heartbeat", daemon=True)
+        heartbeat.start()
+        loops = [self.spawn(self._claim_loop()), self.spawn(self._maintenance_loop()),
+                 self.spawn(self._wakeup_loop()), self.spawn(self._tick_loop())]
+        try:
+            await stop.wait()
+        finally:
+            await self._shutdown(loops)
+            self._heartbeat_stop.set()
+            heartbeat.join(timeout=5)
+            self.body_pool.shutdown(wait=False, cancel_futures=True)
+            self.step_pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _register(self) -> None:
+        info = base.WorkerInfo(
+            id=self.id, hostname=socket.gethostname(), pid=os.getpid(),
+            version=self.settings.version, concurrency=self.concurrency,
+        )
+        await self.store.register_worker(info)
+
+    # --- claiming ----------------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        while not self._stopping:
+            free = self.concurrency - len(self.active)
+            claimed = 0
+            if free > 0:
+                try:
+                    claims = await self.store.claim(
+                        self.id, self.task_ids, self.settings.version, free,
+                        self.settings.max_recoveries,
+                    )
+                except Exception:
+                    log.exception("claiming runs failed; retrying")
+                    claims = []
+                for claim in claims:
+                    self._start(claim)
+                claimed = len(claims)
+                if claimed == free:
+                    continue
+            await self._wait_for_work(free - claimed > 0)
+
+    async def _wait_for_work(self, has_room: bool) -> None:
+        timeout = self.settings.poll_seconds
+        next_due = getattr(self.store, "next_due", None)
+        if has_room and next_due is not None:
+            due = await next_due(self.task_ids)
+            if due is not None:
+                timeout = min(timeout, max(due - time.time(), 0.0) + 0.001)
+        self._kick.clear()
+        try:
+            async with asyncio.timeout(timeout):
+                await self._kick.wait()
+        except TimeoutError:
+            pass
+
+    def kick(self) -> None:
+        self._kick.set()
+
+    def _start(self, claim: base.Claim) -> None:
+        task = self.app.tasks[claim.task_id]
+        execution = Execution(self, task, claim)
+        self.active[claim.lease.run_id] = execution
+        self.spawn(self._execute(execution))
+
+    async def _execute(self, execution: Execution) -> None:
+        try:
+            await execution.run()
+        except Exception:
+            log.exception("run %s: the worker could not record its outcome", execution.run_id)
+        finally:
+            self.active.pop(execution.run_id, None)
+            self.kick()
+
+    # --- liveness ------------------------------------------------------------------------
+
+    async def _tick_loop(self) -> None:
+        interval = max(self.settings.heartbeat_seconds / 2, 0.01)
+        while True:
+            self._tick = time.monotonic()
+            await asyncio.sleep(interval)
+
+    def _heartbeat(self) -> None:
+        """Thread: renew the heartbeat while the event loop ticks; a hung loop stops it."""
+        every = self.settings.heartbeat_seconds
+        while not self._heartbeat_stop.wait(every):
+            if time.monotonic() - self._tick > every * 1.5:
+                log.warning("the event loop is blocked; not renewing the heartbeat")
+                continue
+            try:
+                alive = self.store.heartbeat(self.id)
+            except Exception:
+                log.exception("heartbeat failed")
+                continue
+            if not alive:
+                self.loop.call_soon_threadsafe(self._declared_dead)
+
+    def _declared_dead(self) -> None:
+        """Other workers declared this one dead and may take its runs: stop them all and
+        serve on under a new identity."""
+        log.error("worker %s was declared dead; dropping its runs and re-registering", self.id)
+        for execution in list(self.active.values()):
+            execution.freeze(signals.LeaseLost())
+        self.id = new_id("wrk")
+        self.spawn(self._register())
+
+    async def _maintenance_loop(self) -> None:
+        while not self._stopping:
+            try:
+                await self._maintain()
+            except Exception:
+                log.exception("worker maintenance failed")
+            await asyncio.sleep(self.settings.poll_seconds)
+
+    async def _maintain(self) -> None:
+        await self.store.reap_workers(self.settings.lease_seconds)
+        if self.active:
+            for run_id in await self.store.cancel_requests(self.id):
+                execution = self.active.get(run_id)
+                if execution is not None:
+                    execution.request_cancel()
+            for execution in list(self.active.values()):
+                await execution.flush_progress()
+
+    async def _wakeup_loop(self) -> None:
+        wakeup = getattr(self.store, "wakeup", None)
+        if wakeup is None:
+            return
+        while True:
+            if await wakeup.wait(3600):
+                self.kick()
+                if self.active:
+                    self.spawn(self._check_cancels())
+
+    async def _check_cancels(self) -> None:
+        for run_id in await self.store.cancel_requests(self.id):
+            execution = self.active.get(run_id)
+            if execution is not None:
+                execution.request_cancel()
+
+    # --- shutdown ------------------------------------------------------------------------
+
+    async def _shutdown(self, loops: list[asyncio.Task[Any]]) -> None:
+        """Stop claiming; let steps in flight finish (up to shutdown_grace_seconds), then
+        release every run to other workers."""
+        self._stopping = True
+        for task in loops:
+            task.cancel()
+        for execution in list(self.active.values()):
+            execution.shut_down()
+        pending = [t for t in self._background if t not in loops]
+        if pending:
+            done, still = await asyncio.wait(pending, timeout=self.settings.shutdown_grace_seconds)
+            for execution in list(self.active.values()):
+                execution.freeze(signals.ShuttingDown())
+            if still:
+                await asyncio.wait(still, timeout=5)
+        await self.store.stop_worker(self.id)

@@ -85,12 +85,6 @@ class Branch:
             "make durable calls from the task body or from asyncio tasks it starts"
         )
 
-    def call(self, coro: Coroutine[Any, Any, Any]) -> Any:
-        """Await-able for an async branch; run to completion for a plain `def` body."""
-        if self.bridge is not None:
-            return self.bridge.run(coro)
-        return coro
-
 
 class Bridge:
     """Runs a `def` body's durable calls on the loop while its thread waits, and runs the

@@ -27,6 +27,10 @@ if TYPE_CHECKING:
     from perdure.worker import Worker
 
 log = logging.getLogger("perdure.worker")
+# Timers are scheduled from an empty context: a canceled timer stays in the loop's heap
+# until its deadline, and must not keep a suspended run's branch (and so the run) alive.
+_NO_RUN = contextvars.Context()
+UNWIND_SECONDS = 2.0  # how long a frozen run's code may take to unwind
 FATAL = (exceptions.NonRetryableError, exceptions.PayloadError, exceptions.NonDeterminismError)
 
 
@@ -68,6 +72,7 @@ class Execution:
         self._executed = claim.executed_seconds
         self._busy_since: float | None = time.monotonic()
         self._timers: list[asyncio.TimerHandle] = []
+        self._frozen_signal: asyncio.Future[None] = self.loop.create_future()
 
     # --- clocks ------------------------------------------------------------------------
 
@@ -93,8 +98,20 @@ class Execution:
         """Execute the run until it ends, suspends, is released or is lost."""
         self._arm_max_duration()
         try:
-            body = self._start_body()
-            await asyncio.wait([body])
+            try:
+                body = self._start_body()
+            except exceptions.PayloadError as error:  # the stored payload no longer fits
+                await self._finish(runs.RunStatus.FAILED, None, _run_error(error))
+                return
+            if self.claim.cancel_requested:
+                self.request_cancel()
+            await asyncio.wait([body, self._frozen_signal], return_when=asyncio.FIRST_COMPLETED)
+            if not body.done():
+                # Frozen: the body gets a moment to unwind; code that swallows the
+                # cancellation is abandoned (it can record nothing more).
+                await asyncio.wait([body], timeout=UNWIND_SECONDS)
+                if not body.done():
+                    log.warning("run %s ignores cancellation; abandoning it", self.run_id)
             self.body_done = True
             await self._conclude(body)
         finally:
@@ -197,6 +214,7 @@ class Execution:
         if self.frozen is not None:
             return
         self.frozen = signal
+        self._frozen_signal.set_result(None)
         self._cancel_tasks()
 
     def _cancel_tasks(self) -> None:
@@ -218,7 +236,9 @@ class Execution:
         self.cancel_requested = True
         self._cancel_tasks()
         grace = self.settings.cancel_grace_seconds
-        self._timers.append(self.loop.call_later(grace, self._end, runs.RunStatus.CANCELED, None))
+        self._timers.append(
+            self.loop.call_later(grace, self._end, runs.RunStatus.CANCELED, None, context=_NO_RUN)
+        )
 
     def shut_down(self) -> None:
         """Worker shutdown: steps in flight finish and are recorded; no new durable
@@ -237,14 +257,18 @@ class Execution:
         if limit is None:
             return
         remaining = limit - self.executed_seconds()
-        self._timers.append(self.loop.call_later(max(remaining, 0), self._check_duration))
+        self._timers.append(
+            self.loop.call_later(max(remaining, 0), self._check_duration, context=_NO_RUN)
+        )
 
     def _check_duration(self) -> None:
         limit = self.task.max_duration
         assert limit is not None
         remaining = limit - self.executed_seconds()
         if remaining > 0:
-            self._timers.append(self.loop.call_later(remaining, self._check_duration))
+            self._timers.append(
+                self.loop.call_later(remaining, self._check_duration, context=_NO_RUN)
+            )
             return
         error = runs.RunError(
             type="MaxDurationExceeded",
@@ -260,7 +284,7 @@ class Execution:
 
     def schedule_check(self) -> None:
         if self._check_handle is None:
-            self._check_handle = self.loop.call_soon(self._check)
+            self._check_handle = self.loop.call_soon(self._check, context=_NO_RUN)
 
     def _check(self) -> None:
         self._check_handle = None
@@ -354,7 +378,7 @@ class Execution:
         if delay <= 0:
             return
         future: asyncio.Future[None] = self.loop.create_future()
-        handle = self.loop.call_later(delay, _resolve, future)
+        handle = self.loop.call_later(delay, _resolve, future, context=_NO_RUN)
         branch.wait_deadline = deadline
         self.schedule_check()
         try:
@@ -531,14 +555,11 @@ class Execution:
         self.pending_values.append(recorded)
         return value
 
-    def capture_log(self, branch: Branch, record: logging.LogRecord) -> bool:
-        if branch.replaying:
-            return False
+    def capture_log(self, branch: Branch, level: str, message: str) -> None:
         self.logs.append(base.LogLine(
             attempt=self.attempt, branch=branch.id, seq=branch.seq or None,
-            level=record.levelname, message=record.getMessage(), at=self.db_now(),
+            level=level, message=message, at=self.db_now(),
         ))
-        return True
 
     def set_metadata(self, branch: Branch, key: str, value: Any) -> None:
         from perdure import serialization

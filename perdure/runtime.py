@@ -11,9 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-import threading
 import uuid as _uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -66,8 +65,21 @@ def branch_for(call: str) -> Branch:
     return found
 
 
-def in_sync_body(branch: Branch) -> bool:
-    return branch.thread_ident == threading.get_ident()
+def durable(call: str, operation: Callable[[Branch], Coroutine[Any, Any, Any]]) -> Any:
+    """Start a durable operation from the caller's branch: in a `def` body it runs now and
+    returns the value; in an async branch it returns a coroutine that takes its journal
+    key from the branch that awaits it (so `gather(step(), step())` keys each in its own
+    branch)."""
+    found = current.get()
+    if found is not None and not isinstance(found, StepScope) and found.bridge is not None:
+        found.check_caller(call)
+        return found.bridge.run(operation(found))
+    branch_for(call)  # fail at once outside a run or from a foreign thread
+    return _when_awaited(call, operation)
+
+
+async def _when_awaited(call: str, operation: Callable[[Branch], Coroutine[Any, Any, Any]]) -> Any:
+    return await operation(branch_for(call))
 
 
 def _seconds(value: float | timedelta, what: str) -> float:
@@ -80,8 +92,7 @@ def _seconds(value: float | timedelta, what: str) -> float:
 def sleep(duration: float | timedelta) -> Any:
     """Durably wait: the deadline is recorded, so a restarted sleep never starts over."""
     seconds = _seconds(duration, "perdure.sleep")
-    branch = branch_for("sleep")
-    return branch.call(branch.execution.sleep(branch, delay=seconds, until=None))
+    return durable("sleep", lambda b: b.execution.sleep(b, delay=seconds, until=None))
 
 
 def sleep_until(when: datetime) -> Any:
@@ -91,8 +102,8 @@ def sleep_until(when: datetime) -> Any:
             f"perdure.sleep_until needs a timezone-aware datetime, not {when!r}; "
             "use datetime.now(UTC) + timedelta(...)"
         )
-    branch = branch_for("sleep_until")
-    return branch.call(branch.execution.sleep(branch, delay=None, until=when.timestamp()))
+    until = when.timestamp()
+    return durable("sleep_until", lambda b: b.execution.sleep(b, delay=None, until=until))
 
 
 def run_step(name: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
@@ -164,19 +175,47 @@ class _Metadata:
 metadata = _Metadata()
 
 
-class _RunLogFilter(logging.Filter):
-    """Attaches records to the current run (and step); drops them while replaying."""
+class RunLogger:
+    """`perdure.logger`: logs attached to the current run and its current step (shown in
+    its trace), and passed on to the standard `perdure.task` logger. Nothing is emitted
+    again while a run replays what its journal already holds."""
 
-    def filter(self, record: logging.LogRecord) -> bool:
+    def __init__(self, name: str) -> None:
+        self.logger = logging.getLogger(name)
+
+    def log(self, level: int, msg: str, *args: Any, exc_info: Any = None,
+            stack_info: bool = False, stacklevel: int = 1, extra: Any = None) -> None:
         found = current.get()
-        if found is None:
-            return True
-        branch = found.branch if isinstance(found, StepScope) else found
-        return branch.execution.capture_log(branch, record)
+        if found is not None:
+            branch = found.branch if isinstance(found, StepScope) else found
+            if branch.replaying:
+                return
+            if level >= logging.INFO or self.logger.isEnabledFor(level):
+                text = msg % args if args else str(msg)
+                branch.execution.capture_log(branch, logging.getLevelName(level), text)
+        self.logger.log(level, msg, *args, exc_info=exc_info, stack_info=stack_info,
+                        stacklevel=stacklevel + 1, extra=extra)
+
+    def debug(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        self.log(logging.DEBUG, msg, *args, **kwargs)
+
+    def info(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        self.log(logging.INFO, msg, *args, **kwargs)
+
+    def warning(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        self.log(logging.WARNING, msg, *args, **kwargs)
+
+    def error(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        self.log(logging.ERROR, msg, *args, **kwargs)
+
+    def exception(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        self.log(logging.ERROR, msg, *args, exc_info=True, **kwargs)
+
+    def critical(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        self.log(logging.CRITICAL, msg, *args, **kwargs)
 
 
-logger = logging.getLogger("perdure.task")
-logger.addFilter(_RunLogFilter())
+logger = RunLogger("perdure.task")
 
 
 def running_loop() -> asyncio.AbstractEventLoop | None:

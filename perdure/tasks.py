@@ -34,11 +34,11 @@ class StepSpec:
     def call(self, *args: Any, **kwargs: Any) -> Any:
         """Inside a task: a durable step (awaitable in an async body, blocking in a def
         body). Outside a task, or inside another step: a plain call of the function."""
-        found = runtime.current.get()
-        if not isinstance(found, Branch):
+        if not isinstance(runtime.current.get(), Branch):
             return self.fn(*args, **kwargs)
-        found.check_caller(f"step {self.name!r}")
-        return found.call(found.execution.step(found, self, args, kwargs))
+        return runtime.durable(
+            f"step {self.name!r}", lambda b: b.execution.step(b, self, args, kwargs)
+        )
 
 
 def _spec(fn: Callable[..., Any], name: str | None, retry: Retry | None,

@@ -59,6 +59,7 @@ class Claim:
     version: str | None
     executed_seconds: float
     resumed_from: runs.RunStatus
+    cancel_requested: bool
     journal: list[runs.Entry]
     db_now: float
 
@@ -110,7 +111,7 @@ class Progress:
     """What a checkpoint carries besides journal entries: logs and the latest metadata."""
 
     logs: list[LogLine] = field(default_factory=list)
-    metadata: dict[str, Any] | None = None  # the whole metadata object, when it changed
+    metadata: dict[str, Any] | None = None  # keys set since the last checkpoint
 
 
 class Store(Protocol):
@@ -152,9 +153,10 @@ class Store(Protocol):
         """The run's status transitions in order."""
 
     async def cancel_run(self, run_id: str) -> runs.Run:
-        """Cancel: a run nobody executes ends `canceled` at once; a running one gets a
-        cancellation request its worker acts on. Raises RunNotFound or, for a finished
-        run, InvalidTransition."""
+        """Cancel: a queued, delayed or retrying run ends `canceled` at once; a running
+        one gets a cancellation request its worker acts on; a waiting one gets the request
+        and is woken, so its code may clean up. Raises RunNotFound or, for a finished run,
+        InvalidTransition."""
 
     async def retry_run(self, run_id: str, key_ttl: float) -> runs.Run:
         """Take a failed, timed-out or canceled run back to queued for a new attempt on
@@ -235,4 +237,4 @@ class Store(Protocol):
         progress: Progress | None,
     ) -> bool:
         """End the run with a terminal status; frees the idempotency key when the status
-        does; delete the `drop` entries."""
+        does. The `drop` entries stay for the trace; `retry_run` deletes them."""

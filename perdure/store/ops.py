@@ -182,6 +182,7 @@ def claim(
     token: Any,
 ) -> list[base.Claim]:
     """`token` is a callable returning a fresh lease token."""
+    expire(tx)
     params = {"task_ids": json.dumps(task_ids), "version": version, "now": tx.now}
     orphans = [r["id"] for r in tx.rows(sql.ORPHANED_RUNS, {**params, "limit": limit})]
     claims = [c for c in (_take(tx, i, worker_id, version, max_recoveries, token()) for i in orphans) if c]
@@ -192,6 +193,16 @@ def claim(
     return claims
 
 
+def expire(tx: Tx) -> None:
+    """End queued and delayed runs whose ttl passed before any worker took them."""
+    error = runs.RunError(type="expired", message="the run's ttl passed before it started")
+    for row in tx.rows(sql.EXPIRED_RUNS, {"now": tx.now}):
+        tx.run(sql.EXPIRE, {"id": row["id"], "now": tx.now,
+                            "error": json.dumps(error.to_json())})
+        tx.run(sql.FREE_KEY, {"run_id": row["id"]})
+        record_event(tx, row["id"], None, "expired", 0, None, "ttl passed")
+
+
 def _take(
     tx: Tx, run_id: str, worker_id: str, version: str | None, max_recoveries: int, token: str
 ) -> base.Claim | None:
@@ -200,8 +211,11 @@ def _take(
     status = runs.RunStatus(row["status"])
     takeover = status is runs.RunStatus.RUNNING
     attempt = row["attempts"] if takeover else row["next_attempt"]
-    recoveries = row["recoveries"] + 1 if takeover else row["recoveries"]
-    if takeover and (recoveries > max_recoveries or row["cancel_requested_at"] is not None):
+    if takeover:
+        recoveries = row["recoveries"] + 1
+    else:  # a new attempt starts a new count of crashes in a row
+        recoveries = row["recoveries"] if attempt == row["attempts"] else 0
+    if takeover and recoveries > max_recoveries:
         _end_orphan(tx, row, recoveries, max_recoveries)
         return None
     tx.run(
@@ -232,22 +246,20 @@ def _take(
         version=row["version"] or version,
         executed_seconds=row["executed_seconds"] if attempt == row["attempts"] else 0.0,
         resumed_from=status,
+        cancel_requested=row["cancel_requested_at"] is not None,
         journal=journal(tx, run_id),
         db_now=tx.now,
     )
 
 
 def _end_orphan(tx: Tx, row: Row, recoveries: int, max_recoveries: int) -> None:
-    """A run whose worker died while it was being canceled, or too often in a row."""
-    if row["cancel_requested_at"] is not None:
-        status, error = runs.RunStatus.CANCELED, None
-    else:
-        status = runs.RunStatus.FAILED
-        error = runs.RunError(
-            type="WorkerCrashed",
-            message=f"the run's worker died {recoveries} times in a row "
-            f"(max_recoveries={max_recoveries}); its last step may crash the process",
-        )
+    """A run whose worker died too often in a row: it ends, so crash loops end."""
+    status = runs.RunStatus.FAILED
+    error = runs.RunError(
+        type="WorkerCrashed",
+        message=f"the run's worker died {recoveries} times in a row "
+        f"(max_recoveries={max_recoveries}); its last step may crash the process",
+    )
     token = "orphan"
     tx.run(
         "UPDATE runs SET lease_token = :token WHERE id = :id", {"token": token, "id": row["id"]}
@@ -298,7 +310,10 @@ def _progress(tx: Tx, run_id: str, progress: base.Progress | None) -> None:
             },
         )
     if progress.metadata is not None:
-        tx.run(sql.SET_METADATA, {"run_id": run_id, "metadata": json.dumps(progress.metadata)})
+        # Each key given replaces that key's value (None included); others are kept.
+        row = one(tx, sql.GET_METADATA, {"run_id": run_id})
+        merged = {**json.loads(row["metadata"] if row else "{}"), **progress.metadata}
+        tx.run(sql.SET_METADATA, {"run_id": run_id, "metadata": json.dumps(merged)})
 
 
 def checkpoint(
@@ -379,13 +394,13 @@ def _finish(
         "status": status.value,
         "output": output,
         "error": None if error is None else json.dumps(error.to_json()),
+        "escaped": json.dumps([[k.branch, k.seq, k.sub] for k in drop]) if drop else None,
     }
     detail = None if error is None else f"{error.type}: {error.message}"
     if not _transition(tx, lease, sql.FINISH, params, status.value, detail):
         return False
     if status in runs.KEY_FREEING:
         tx.run(sql.FREE_KEY, {"run_id": lease.run_id})
-    _drop(tx, lease.run_id, drop)
     _progress(tx, lease.run_id, progress)
     return True
 
@@ -404,6 +419,9 @@ def cancel_run(tx: Tx, run_id: str) -> runs.Run:
         )
     if run.status is runs.RunStatus.RUNNING:
         tx.run(sql.REQUEST_CANCEL, {"id": run_id, "now": tx.now})
+    elif run.status is runs.RunStatus.WAITING:
+        # It started: wake it so its code gets CancelledError and may clean up.
+        tx.run(sql.REQUEST_CANCEL_AND_WAKE, {"id": run_id, "now": tx.now})
     else:
         tx.run(sql.CANCEL_IDLE, {"id": run_id, "now": tx.now})
         tx.run(sql.FREE_KEY, {"run_id": run_id})
@@ -418,6 +436,10 @@ def retry_run(tx: Tx, run_id: str, key_ttl: float) -> runs.Run:
             f"run {run_id} is {run.status.value}; only failed, timed_out or canceled runs "
             "can be retried"
         )
+    escaped = one(tx, sql.GET_ESCAPED, {"id": run_id})
+    if escaped is not None and escaped["escaped"]:
+        keys = [runs.Key(branch=b, seq=s, sub=u) for b, s, u in json.loads(escaped["escaped"])]
+        _drop(tx, run_id, keys)
     tx.run(sql.REQUEUE, {"id": run_id, "now": tx.now})
     if run.idempotency_key is not None:
         held = one(tx, sql.FIND_KEY, {"task_id": run.task_id, "key": run.idempotency_key})

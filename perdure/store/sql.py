@@ -81,6 +81,14 @@ TAKE_LEASE = """UPDATE runs SET status = 'running', lease_token = :token,
         executed_seconds = :executed_seconds
     WHERE id = :id"""
 
+EXPIRED_RUNS = """SELECT id FROM runs
+    WHERE status IN ('queued', 'delayed') AND ttl_expires_at IS NOT NULL
+      AND ttl_expires_at <= :now
+    LIMIT 100"""
+
+EXPIRE = """UPDATE runs SET status = 'expired', finished_at = :now, error = :error
+    WHERE id = :id"""
+
 # --- writes of a leased run (fenced by the lease token) -------------------------------------
 
 CHECK_LEASE = "SELECT 1 FROM runs WHERE id = :run_id AND lease_token = :token"
@@ -100,9 +108,12 @@ DELETE_ENTRY = """DELETE FROM journal
 INSERT_LOG = """INSERT INTO logs (run_id, attempt, branch, seq, level, message, at)
     VALUES (:run_id, :attempt, :branch, :seq, :level, :message, :at)"""
 
-SET_METADATA = "UPDATE runs SET metadata = json_patch(metadata, :metadata) WHERE id = :run_id"
+GET_METADATA = "SELECT metadata FROM runs WHERE id = :run_id"
 
-SUSPEND = """UPDATE runs SET status = 'waiting', due_at = :due_at, lease_token = NULL,
+SET_METADATA = "UPDATE runs SET metadata = :metadata WHERE id = :run_id"
+
+SUSPEND = """UPDATE runs SET status = 'waiting', lease_token = NULL,
+        due_at = CASE WHEN cancel_requested_at IS NULL THEN :due_at ELSE :now END,
         lease_worker = NULL, executed_seconds = :executed_seconds
     WHERE id = :run_id AND lease_token = :token"""
 
@@ -116,6 +127,7 @@ RETRY_LATER = """UPDATE runs SET status = 'retrying', due_at = :due_at, error = 
     WHERE id = :run_id AND lease_token = :token"""
 
 FINISH = """UPDATE runs SET status = :status, output = :output, error = :error,
+        escaped = :escaped,
         finished_at = :now, lease_token = NULL, lease_worker = NULL,
         cancel_requested_at = NULL
     WHERE id = :run_id AND lease_token = :token"""
@@ -129,11 +141,18 @@ CANCEL_IDLE = """UPDATE runs SET status = 'canceled', finished_at = :now, lease_
 REQUEST_CANCEL = """UPDATE runs SET cancel_requested_at = COALESCE(cancel_requested_at, :now)
     WHERE id = :id"""
 
+# A run that had started is woken to run its cancellation cleanup.
+REQUEST_CANCEL_AND_WAKE = """UPDATE runs SET cancel_requested_at = COALESCE(cancel_requested_at, :now),
+        due_at = :now
+    WHERE id = :id"""
+
 CANCEL_REQUESTS = """SELECT id FROM runs
     WHERE lease_worker = :worker_id AND status = 'running'
       AND cancel_requested_at IS NOT NULL"""
 
-REQUEUE = """UPDATE runs SET status = 'queued', due_at = :now, finished_at = NULL,
+GET_ESCAPED = "SELECT escaped FROM runs WHERE id = :id"
+
+REQUEUE = """UPDATE runs SET status = 'queued', due_at = :now, finished_at = NULL, escaped = NULL,
         next_attempt = attempts + 1,
         output = NULL, cancel_requested_at = NULL, executed_seconds = 0
     WHERE id = :id"""
@@ -180,6 +199,7 @@ LIST_RUNS = f"""SELECT {RUN_COLUMNS} FROM runs
       AND (:root_id IS NULL OR root_id = :root_id)
       AND (:created_after IS NULL OR created_at >= :created_after)
       AND (:created_before IS NULL OR created_at < :created_before)
-      AND (:cursor IS NULL OR id < :cursor)
-    ORDER BY id DESC
+      AND (:cursor IS NULL OR (created_at, id) <
+            (SELECT created_at, id FROM runs WHERE id = :cursor))
+    ORDER BY created_at DESC, id DESC
     LIMIT :limit"""

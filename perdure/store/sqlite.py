@@ -158,15 +158,22 @@ class SqliteStore:
                 self.path, timeout=0, isolation_level=None, check_same_thread=False
             )
             conn.row_factory = sqlite3.Row
-            migrations.check_schema(conn, self.path)
+        except sqlite3.DatabaseError as error:
+            raise exceptions.StoreError(f"cannot open the database {self.path}: {error}") from None
+        try:
+            _retry_busy(lambda: migrations.check_schema(conn, self.path))
             _retry_busy(lambda: conn.execute("PRAGMA journal_mode=WAL").fetchall())
             conn.execute(f"PRAGMA synchronous={self._synchronous}")
             conn.execute("PRAGMA foreign_keys=OFF")
             migrations.apply(conn, lambda: _retry_busy(lambda: conn.execute("BEGIN IMMEDIATE")))
         except sqlite3.DatabaseError as error:
+            conn.close()
             raise exceptions.StoreError(
                 f"cannot use the database {self.path}: {error}; nothing was changed"
             ) from None
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     def _run(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
@@ -221,10 +228,10 @@ class SqliteStore:
         return future
 
     async def _read_op(self, op: Op) -> Any:
-        return await asyncio.wrap_future(self._submit(op, False))
+        return await _outcome(self._submit(op, False))
 
     async def _write_op(self, op: Op) -> Any:
-        return await asyncio.wrap_future(self._submit(op, True))
+        return await _outcome(self._submit(op, True))
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -417,6 +424,25 @@ class SqliteStore:
             lambda tx: ops.finish(tx, lease, status, output, error, drop, progress)))
         self.wakeup.notify()  # a queue slot is free, and a waiting client may look
         return done
+
+
+def _outcome(job: concurrent.futures.Future[Any]) -> asyncio.Future[Any]:
+    """An awaitable for a job's outcome. One way only: canceling the awaiter never cancels
+    the job, so a write handed to the store is made even if its caller stops waiting."""
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[Any] = loop.create_future()
+
+    def copy(done: concurrent.futures.Future[Any]) -> None:
+        if waiter.done():
+            return
+        error = done.exception()
+        if error is not None:
+            waiter.set_exception(error)
+        else:
+            waiter.set_result(done.result())
+
+    job.add_done_callback(lambda done: loop.call_soon_threadsafe(copy, done))
+    return waiter
 
 
 def _list_runs(tx: ops.Tx, f: base.RunFilter) -> list[runs.Run]:

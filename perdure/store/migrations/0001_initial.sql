@@ -15,6 +15,9 @@ CREATE TABLE runs (
     payload            TEXT NOT NULL,
     output             TEXT,
     error              TEXT,
+    -- journal keys of step failures that escaped the body of the last attempt: kept for
+    -- the trace, dropped when `runs.retry` starts a new attempt (those steps run again)
+    escaped            TEXT,
     attempts           INTEGER NOT NULL DEFAULT 0,
     -- the attempt the next claim runs: a release or suspension resumes the same one
     next_attempt       INTEGER NOT NULL DEFAULT 1,
@@ -44,6 +47,8 @@ CREATE INDEX runs_runnable ON runs (priority DESC, due_at)
     WHERE status IN ('queued', 'delayed', 'retrying', 'waiting');
 CREATE INDEX runs_running ON runs (queue, concurrency_key)
     WHERE status = 'running';
+CREATE INDEX runs_ttl ON runs (ttl_expires_at)
+    WHERE status IN ('queued', 'delayed') AND ttl_expires_at IS NOT NULL;
 CREATE INDEX runs_by_worker ON runs (lease_worker) WHERE status = 'running';
 CREATE INDEX runs_created ON runs (created_at DESC, id DESC);
 CREATE INDEX runs_task ON runs (task_id, created_at DESC);

@@ -35,6 +35,8 @@ def statements(script: str) -> list[str]:
 
 def check_file(path: Path) -> None:
     """Refuse a file that is not a SQLite database, before SQLite touches it."""
+    if path.is_dir():
+        raise exceptions.StoreError(f"{path} is a directory, not a database file")
     if not path.exists() or path.stat().st_size == 0:
         if not path.parent.exists():
             raise exceptions.StoreError(
@@ -71,7 +73,9 @@ def check_schema(conn: sqlite3.Connection, path: Path) -> None:
 def current_version(rows: Callable[[str, Any], Sequence[Any]]) -> int:
     try:
         found = rows("SELECT value FROM perdure_meta WHERE key = 'schema_version'", {})
-    except sqlite3.OperationalError:
+    except sqlite3.OperationalError as error:
+        if "no such table" not in str(error):
+            raise
         return 0
     return int(found[0][0]) if found else 0
 

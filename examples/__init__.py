@@ -1,0 +1,1 @@
+"""Runnable perdure example apps, each exercised by a test under tests/examples."""

@@ -1,0 +1,1 @@
+"""An AI research agent as a durable perdure task; see app.py and demo.py."""

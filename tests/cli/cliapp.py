@@ -1,0 +1,42 @@
+"""A tiny app for the command-line tests; `perdure ... cliapp:app` imports it.
+
+The tests put this directory on PYTHONPATH and set PERDURE_DATABASE_URL."""
+
+from __future__ import annotations
+
+import pydantic
+
+import perdure
+
+app = perdure.App()
+
+not_an_app = 42
+
+
+class Greeting(pydantic.BaseModel):
+    name: str
+
+
+@perdure.step(name="double")
+async def double(n: int) -> int:
+    return 2 * n
+
+
+@app.task(id="echo")
+async def echo(payload: dict[str, object]) -> dict[str, object]:
+    return payload
+
+
+@app.task(id="boom")
+async def boom(payload: dict[str, object] | None = None) -> None:
+    raise perdure.NonRetryableError("kaboom: the task gave up")
+
+
+@app.task(id="typed")
+async def typed(payload: Greeting) -> str:
+    return f"hello {payload.name}"
+
+
+@app.task(id="stepped")
+async def stepped(payload: int) -> int:
+    return await double(await double(payload)) + 1

@@ -1,0 +1,230 @@
+"""Journal and replay (DESIGN §3): keys per branch, typed results, non-determinism."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import threading
+from datetime import UTC, datetime
+
+import pydantic
+import pytest
+
+import perdure
+from perdure import testing
+
+
+class Page(pydantic.BaseModel):
+    url: str
+    words: int
+
+
+@dataclasses.dataclass
+class Stamp:
+    at: datetime
+    label: str
+
+
+async def test_gather_branches_replay_their_own_results(make_app):
+    app = make_app()
+    calls: list[str] = []
+    attempts = {"n": 0}
+
+    @perdure.step
+    async def fetch(name: str, delay: float) -> str:
+        calls.append(name)
+        await asyncio.sleep(delay)
+        return f"result of {name}"
+
+    @app.task(id="fan", retry=perdure.Retry(max_attempts=2, min_delay=0, max_delay=0))
+    async def fan() -> list[str]:
+        # The slow branch is spawned first but finishes last.
+        results = await asyncio.gather(fetch("slow", 0.05), fetch("fast", 0.0))
+        attempts["n"] += 1
+        if attempts["n"] == 1:
+            raise RuntimeError("fail after the gather, so attempt 2 replays it")
+        return list(results)
+
+    async with testing.worker(app):
+        handle = await fan.trigger()
+        assert await handle.result(timeout=10) == ["result of slow", "result of fast"]
+    assert sorted(calls) == ["fast", "slow"]  # replay ran neither again
+    trace = await app.runs.trace(handle.id)
+    keys = {(e.key.branch, e.key.seq): e.result for e in trace.steps()}
+    assert keys == {("0.1", 1): '"result of slow"', ("0.2", 1): '"result of fast"'}
+
+
+async def test_results_come_back_as_their_annotated_types_live_and_on_replay(make_app):
+    app = make_app()
+    seen: list[tuple[type, type, type]] = []
+
+    @perdure.step
+    async def page() -> Page:
+        return Page(url="https://example.org", words=120)
+
+    @perdure.step
+    def stamp() -> Stamp:
+        return Stamp(at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), label="x")
+
+    @perdure.step
+    async def when() -> datetime:
+        return datetime(2026, 5, 6, tzinfo=UTC)
+
+    @app.task(id="typed", retry=perdure.Retry(max_attempts=2, min_delay=0, max_delay=0))
+    async def typed() -> str:
+        p, s, w = await page(), await stamp(), await when()
+        seen.append((type(p), type(s), type(w)))
+        assert s.at.tzinfo is not None
+        if len(seen) == 1:
+            raise RuntimeError("again")
+        return p.url
+
+    async with testing.worker(app):
+        assert await (await typed.trigger()).result(timeout=10) == "https://example.org"
+    assert seen == [(Page, Stamp, datetime)] * 2
+
+
+async def test_changed_code_fails_with_a_readable_nondeterminism_error_then_retry_resumes(make_app):
+    app = make_app()
+    variant = {"name": "a", "attempt": 0}
+    ran: list[str] = []
+
+    @app.task(id="drift", retry=perdure.Retry(max_attempts=3, min_delay=0, max_delay=0))
+    async def drift() -> str:
+        variant["attempt"] += 1
+        first = await perdure.run_step(variant["name"], lambda: ran.append(variant["name"]) or 1)
+        if variant["attempt"] == 1:
+            variant["name"] = "b"  # a deploy changed the code between attempts
+            raise RuntimeError("transient")
+        return f"done {first}"
+
+    async with testing.worker(app):
+        handle = await drift.trigger()
+        with pytest.raises(perdure.RunFailed) as failed:
+            await handle.result(timeout=10)
+        error = failed.value.error
+        assert error is not None and error.type == "perdure.exceptions.NonDeterminismError"
+        assert "['0', 1]" in error.message
+        assert "step 'b'" in error.message and "step 'a'" in error.message
+        run = await app.runs.get(handle.id)
+        assert run.attempts == 2  # no further task retry after non-determinism
+
+        variant["name"] = "a"  # the fix
+        await app.runs.retry(handle.id)
+        assert await handle.result(timeout=10) == "done 1"
+    assert ran == ["a"]  # the recorded step never ran again
+
+
+async def test_recorded_values_are_identical_on_replay(make_app):
+    app = make_app()
+    seen: list[tuple[datetime, float, str]] = []
+
+    @app.task(id="values", retry=perdure.Retry(max_attempts=2, min_delay=0, max_delay=0))
+    async def values() -> None:
+        at, r, u = perdure.now(), perdure.random(), perdure.uuid4()
+        await perdure.run_step("use", lambda: str(u))
+        seen.append((at, r, str(u)))
+        if len(seen) == 1:
+            raise RuntimeError("replay me")
+
+    async with testing.worker(app):
+        await (await values.trigger()).result(timeout=10)
+    assert seen[0] == seen[1]
+    assert seen[0][0].tzinfo is not None
+
+
+async def test_an_added_random_call_does_not_shift_later_values(make_app):
+    app = make_app()
+    seen: list[str] = []
+    extra = {"on": False}
+
+    @app.task(id="shift", retry=perdure.Retry(max_attempts=2, min_delay=0, max_delay=0))
+    async def shift() -> None:
+        if extra["on"]:
+            perdure.random()  # new code adds a call before the uuid
+        seen.append(str(perdure.uuid4()))
+        await perdure.run_step("mark", lambda: 1)
+        if len(seen) == 1:
+            extra["on"] = True
+            raise RuntimeError("replay with the new call")
+
+    async with testing.worker(app):
+        await (await shift.trigger()).result(timeout=10)
+    assert seen[0] == seen[1]
+
+
+async def test_a_durable_call_from_a_foreign_thread_is_refused(make_app):
+    app = make_app()
+    errors: list[str] = []
+
+    @app.task(id="foreign")
+    async def foreign() -> None:
+        def other_thread() -> None:
+            try:
+                perdure.sleep(0.01)
+            except RuntimeError as error:
+                errors.append(str(error))
+
+        thread = threading.Thread(target=other_thread)
+        thread.start()
+        await asyncio.to_thread(thread.join)
+        try:
+            await asyncio.to_thread(perdure.sleep, 0.01)
+        except RuntimeError as error:
+            errors.append(str(error))
+
+    async with testing.worker(app):
+        await (await foreign.trigger()).result(timeout=10)
+    assert len(errors) == 2
+    assert "outside a task run" in errors[0]
+    assert "did not create" in errors[1]
+
+
+async def test_context_gives_ids_and_a_stable_step_key(make_app):
+    app = make_app()
+    keys: list[str | None] = []
+    contexts: list[perdure.RunContext] = []
+
+    @perdure.step
+    def charge() -> str:
+        keys.append(perdure.context().step_key)
+        return "charged"
+
+    @app.task(id="ctx", retry=perdure.Retry(max_attempts=2, min_delay=0, max_delay=0))
+    async def ctx() -> None:
+        contexts.append(perdure.context())
+        await charge()
+        if len(contexts) == 1:
+            raise RuntimeError("again")
+
+    async with testing.worker(app):
+        handle = await ctx.trigger(tags=["t1"], idempotency_key="k1")
+        await handle.result(timeout=10)
+    assert keys == [f"{handle.id}:0:1"]
+    first, second = contexts
+    assert (first.run_id, first.task_id, first.attempt, first.tags) == (handle.id, "ctx", 1, ["t1"])
+    assert second.attempt == 2 and first.idempotency_key == "k1"
+    assert first.step_key is None
+
+
+async def test_logs_and_metadata_are_not_emitted_again_on_replay(make_app):
+    app = make_app()
+    tries = {"n": 0}
+
+    @app.task(id="logs", retry=perdure.Retry(max_attempts=2, min_delay=0, max_delay=0))
+    async def logs() -> None:
+        perdure.logger.info("before the step")
+        perdure.metadata.set("progress", 0.5)
+        await perdure.run_step("s", lambda: 1)
+        tries["n"] += 1
+        perdure.logger.info("after the step, try %d", tries["n"])
+        if tries["n"] == 1:
+            raise RuntimeError("again")
+
+    async with testing.worker(app):
+        handle = await logs.trigger()
+        await handle.result(timeout=10)
+    trace = await app.runs.trace(handle.id)
+    assert [x.message for x in trace.logs] == [
+        "before the step", "after the step, try 1", "after the step, try 2"]
+    assert trace.run.metadata == {"progress": 0.5}

@@ -1,0 +1,205 @@
+"""Durable sleeps and suspension (DESIGN §3): a run whose every branch waits past
+suspend_after leaves worker memory and frees its slot."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+import weakref
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+import perdure
+from perdure import testing
+
+
+async def until(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_long_sleep_suspends_the_run_and_frees_worker_memory(make_app):
+    app = make_app(suspend_after=0.2)
+    executions: list[weakref.ref] = []
+
+    @app.task(id="nap")
+    async def nap() -> str:
+        before = perdure.now()
+        await perdure.sleep(1.0)
+        return f"slept {(perdure.now() - before).total_seconds():.1f}"
+
+    async with testing.worker(app, concurrency=1) as worker:
+        handle = await nap.trigger()
+
+        async def waiting() -> bool:
+            run = await app.runs.get(handle.id)
+            if run.status is perdure.RunStatus.RUNNING and handle.id in worker.active:
+                executions.append(weakref.ref(worker.active[handle.id]))
+            return run.status is perdure.RunStatus.WAITING and not worker.active
+
+        await until(waiting)
+        gc.collect()
+        assert all(ref() is None for ref in executions)  # nothing of it is left in memory
+        assert await handle.result(timeout=10) == "slept 1.0"
+
+
+async def test_a_suspended_run_frees_its_slot_for_other_runs(make_app):
+    app = make_app(suspend_after=0.1)
+    order: list[str] = []
+
+    @app.task(id="sleeper", concurrency_limit=1, queue="one")
+    async def sleeper() -> None:
+        order.append("sleeper starts")
+        await perdure.sleep(0.8)
+        order.append("sleeper ends")
+
+    @app.task(id="quick", queue="one")
+    async def quick() -> None:
+        order.append("quick runs")
+
+    async with testing.worker(app, concurrency=1):
+        first = await sleeper.trigger()
+        await until(lambda: _status(app, first.id, perdure.RunStatus.WAITING))
+        second = await quick.trigger()
+        await second.result(timeout=10)
+        await first.result(timeout=10)
+    # quick ran while the sleeper waited (code before the sleep runs again on resume:
+    # it is not a step)
+    assert order[:2] == ["sleeper starts", "quick runs"] and order[-1] == "sleeper ends"
+
+
+async def _status(app, run_id, status) -> bool:
+    return (await app.runs.get(run_id)).status is status
+
+
+async def test_a_short_sleep_stays_in_memory(make_app):
+    app = make_app(suspend_after=5)
+
+    @app.task(id="short")
+    async def short() -> None:
+        await perdure.sleep(0.3)
+
+    async with testing.worker(app):
+        handle = await short.trigger()
+        await handle.result(timeout=10)
+    statuses = [e.to_status for e in (await app.runs.trace(handle.id)).events]
+    assert statuses == ["queued", "running", "completed"]
+
+
+async def test_parallel_sleeps_suspend_once_every_branch_waits(make_app):
+    app = make_app(suspend_after=0.2)
+    woke: list[str] = []
+
+    async def branch(name: str, seconds: float) -> None:
+        await perdure.sleep(seconds)
+        woke.append(name)
+        await perdure.run_step(f"after {name}", lambda: name)
+
+    @app.task(id="both")
+    async def both() -> None:
+        await asyncio.gather(branch("a", 0.6), branch("b", 0.9))
+
+    async with testing.worker(app):
+        handle = await both.trigger()
+        await handle.result(timeout=10)
+    trace = await app.runs.trace(handle.id)
+    assert "waiting" in [e.to_status for e in trace.events]
+    keys = sorted((e.key.branch, e.key.seq, e.name) for e in trace.entries)
+    assert keys == [("0.1", 1, "sleep"), ("0.1", 2, "after a"),
+                    ("0.2", 1, "sleep"), ("0.2", 2, "after b")]
+
+
+async def test_a_branch_still_computing_keeps_the_run_in_memory(make_app):
+    app = make_app(suspend_after=0.1)
+
+    @app.task(id="busy")
+    async def busy() -> None:
+        async def worker_branch() -> None:
+            await perdure.run_step("compute", asyncio.sleep, 0.6)
+
+        await asyncio.gather(perdure.sleep(0.4), worker_branch())
+
+    async with testing.worker(app):
+        handle = await busy.trigger()
+        await handle.result(timeout=10)
+    statuses = [e.to_status for e in (await app.runs.trace(handle.id)).events]
+    assert "waiting" not in statuses
+
+
+async def test_sleep_until_an_absolute_time_and_naive_datetimes_are_refused(make_app):
+    app = make_app(suspend_after=0.1)
+    errors: list[str] = []
+
+    @app.task(id="until")
+    async def until_task() -> float:
+        try:
+            await perdure.sleep_until(datetime.now() + timedelta(seconds=1))  # noqa: DTZ005
+        except perdure.PayloadError as error:
+            errors.append(str(error))
+        target = perdure.now() + timedelta(seconds=0.5)
+        await perdure.sleep_until(target)
+        return (perdure.now() - target).total_seconds()
+
+    async with testing.worker(app):
+        lateness = await (await until_task.trigger()).result(timeout=10)
+    assert lateness >= 0
+    assert errors and "timezone-aware" in errors[0]
+
+
+async def test_a_def_task_sleeps_durably_too(make_app):
+    app = make_app(suspend_after=0.1)
+
+    @perdure.step
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    @app.task(id="plain")
+    def plain(payload: dict) -> int:
+        total = add(payload["a"], 1)
+        perdure.sleep(timedelta(seconds=0.4))
+        return add(total, payload["b"])
+
+    async with testing.worker(app):
+        handle = await plain.trigger({"a": 1, "b": 2})
+        assert await handle.result(timeout=10) == 4
+    statuses = [e.to_status for e in (await app.runs.trace(handle.id)).events]
+    assert "waiting" in statuses
+
+
+async def test_delayed_trigger_waits_until_due(make_app):
+    app = make_app()
+    started: list[float] = []
+
+    @app.task(id="later")
+    async def later() -> None:
+        started.append(time.monotonic())
+
+    async with testing.worker(app):
+        t0 = time.monotonic()
+        handle = await later.trigger(delay=0.5)
+        assert (await app.runs.get(handle.id)).status is perdure.RunStatus.DELAYED
+        await handle.result(timeout=10)
+    assert started[0] - t0 >= 0.5
+
+
+async def test_sleep_takes_seconds_or_a_timedelta_only(make_app):
+    app = make_app()
+
+    @app.task(id="bad-sleep", retry=perdure.Retry(max_attempts=1))
+    async def bad() -> None:
+        await perdure.sleep("5 minutes")  # type: ignore[arg-type]
+
+    async with testing.worker(app):
+        with pytest.raises(perdure.RunFailed) as failed:
+            await (await bad.trigger()).result(timeout=10)
+    assert "seconds or a timedelta" in failed.value.error.message
+
+
+async def test_sleep_outside_a_task_is_a_clear_error():
+    with pytest.raises(RuntimeError, match="outside a task run"):
+        await perdure.sleep(1)
+    assert perdure.now().tzinfo is UTC  # plain values outside a run

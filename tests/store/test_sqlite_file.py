@@ -1,0 +1,187 @@
+"""SQLite only: the file perdure is pointed at. A file that is not perdure's, or is newer
+than this code, is refused with one clear line and left exactly as it was; a new file is
+created and migrated, safely even by several processes at once."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import sqlite3
+import sys
+from pathlib import Path
+
+import pytest
+
+import perdure
+from perdure.store import migrations
+from perdure.store.sqlite import SqliteStore
+
+
+def url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def siblings(path: Path) -> set[str]:
+    """The files SQLite may create beside a database."""
+    return {p.name for p in path.parent.iterdir() if p != path and p.name.startswith(path.name)}
+
+
+async def refused(path: Path) -> str:
+    """Open the store on `path`, expecting a StoreError; returns its message."""
+    store = SqliteStore(url(path))
+    try:
+        with pytest.raises(perdure.StoreError) as caught:
+            await store.open()
+    finally:
+        await store.close()
+    message = str(caught.value)
+    assert message and "\n" not in message, f"not one line: {message!r}"
+    return message
+
+
+async def test_a_file_that_is_not_sqlite_is_refused_and_left_as_it_was(tmp_path: Path) -> None:
+    path = tmp_path / "notes.db"
+    path.write_bytes(b"these are my notes, not a database\n" * 200)
+    before = sha256(path)
+    message = await refused(path)
+    assert str(path) in message
+    assert sha256(path) == before
+    assert siblings(path) == set()
+
+
+async def test_a_corrupt_sqlite_file_is_refused_and_left_as_it_was(tmp_path: Path) -> None:
+    path = tmp_path / "corrupt.db"
+    path.write_bytes(b"SQLite format 3\x00" + b"\xff" * 8192)
+    before = sha256(path)
+    await refused(path)
+    assert sha256(path) == before
+    assert siblings(path) == set()
+
+
+async def test_someone_elses_sqlite_database_is_refused_and_left_as_it_was(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "shop.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)")
+        conn.execute("INSERT INTO customers (name) VALUES ('Ada')")
+    conn.close()
+    before = sha256(path)
+    message = await refused(path)
+    assert "customers" in message
+    assert sha256(path) == before
+    assert siblings(path) == set()  # in particular no -wal: it was not switched to WAL
+
+
+async def test_a_directory_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "perdure.db"
+    path.mkdir()
+    await refused(path)
+    assert list(path.iterdir()) == []
+
+
+async def test_a_database_with_a_newer_schema_is_refused_and_left_as_it_was(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "perdure.db"
+    store = SqliteStore(url(path))
+    await store.open()
+    await store.close()
+    newer = migrations.LATEST + 1
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE perdure_meta SET value = ? WHERE key = 'schema_version'", (str(newer),))
+    conn.commit()
+    conn.close()
+    before = sha256(path)
+    message = await refused(path)
+    assert str(newer) in message
+    assert sha256(path) == before
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT value FROM perdure_meta").fetchall() == [(str(newer),)]
+    conn.close()
+
+
+async def test_a_database_in_a_missing_directory_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "no-such-dir" / "perdure.db"
+    message = await refused(path)
+    assert "no-such-dir" in message
+    assert not path.parent.exists()
+
+
+async def test_an_empty_file_becomes_a_new_database(tmp_path: Path) -> None:
+    path = tmp_path / "empty.db"
+    path.touch()
+    store = SqliteStore(url(path))
+    await store.open()
+    try:
+        assert await store.migrate() == migrations.LATEST
+    finally:
+        await store.close()
+
+
+async def test_a_perdure_database_opens_again_at_the_same_version(tmp_path: Path) -> None:
+    path = tmp_path / "perdure.db"
+    for _ in range(2):
+        store = SqliteStore(url(path))
+        await store.open()
+        try:
+            assert await store.migrate() == migrations.LATEST
+        finally:
+            await store.close()
+
+
+# Opens the store once a start file appears, so every process migrates at the same time.
+OPENER = """
+import asyncio, os, sys, time
+from perdure.store.sqlite import SqliteStore
+
+async def main(url, start):
+    print("ready", flush=True)
+    while not os.path.exists(start):
+        time.sleep(0.0005)
+    store = SqliteStore(url)
+    await store.open()
+    print(await store.migrate(), flush=True)
+    await store.close()
+
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+
+async def test_processes_that_create_one_database_at_once_all_end_on_the_latest_schema(
+    tmp_path: Path,
+) -> None:
+    for round in range(3):
+        path = tmp_path / f"race-{round}.db"
+        start = tmp_path / f"start-{round}"
+        procs = [
+            await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-c",
+                OPENER,
+                url(path),
+                str(start),
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            for _ in range(4)
+        ]
+        async with asyncio.timeout(60):
+            for proc in procs:
+                assert proc.stdout is not None
+                assert (await proc.stdout.readline()).strip() == b"ready"
+            start.touch()
+            outcomes = [await proc.communicate() for proc in procs]
+        for proc, (out, err) in zip(procs, outcomes, strict=True):
+            assert proc.returncode == 0, err.decode()
+            assert out.strip() == str(migrations.LATEST).encode()
+        store = SqliteStore(url(path))
+        await store.open()
+        try:
+            assert await store.migrate() == migrations.LATEST
+        finally:
+            await store.close()

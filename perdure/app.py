@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import os
 import secrets
 import threading
@@ -11,10 +12,11 @@ from collections.abc import Callable, Coroutine
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
-from perdure import exceptions, runs, settings, store, trace
+from perdure import exceptions, runs, settings, store
 from perdure.retry import Retry
 from perdure.store import base
 from perdure.tasks import Out, Task
+from perdure.trace import Trace
 
 T = TypeVar("T")
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lowercase
@@ -41,8 +43,9 @@ class Portal:
         with self._lock:
             if self._loop is None:
                 self._loop = asyncio.new_event_loop()
-                threading.Thread(target=self._loop.run_forever, name="perdure-portal",
-                                 daemon=True).start()
+                threading.Thread(
+                    target=self._loop.run_forever, name="perdure-portal", daemon=True
+                ).start()
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
 
@@ -108,10 +111,14 @@ class Runs:
         statuses = [status] if isinstance(status, str) else status
         filter = base.RunFilter(
             status=None if statuses is None else [runs.RunStatus(s).value for s in statuses],
-            task_id=task_id, tag=tag, parent_id=parent_id, root_id=root_id,
+            task_id=task_id,
+            tag=tag,
+            parent_id=parent_id,
+            root_id=root_id,
             created_after=None if created_after is None else created_after.timestamp(),
             created_before=None if created_before is None else created_before.timestamp(),
-            limit=limit, cursor=cursor,
+            limit=limit,
+            cursor=cursor,
         )
         return await (await self.app.store()).list_runs(filter)
 
@@ -158,20 +165,24 @@ class Runs:
             await asyncio.sleep(wait)
             pause = min(pause * 1.5, 0.2)
 
-    async def trace(self, run_id: str) -> trace.Trace:
+    async def trace(self, run_id: str) -> Trace:
         """The run with its journal entries, status transitions and logs."""
         run = await self.get(run_id)
         db = await self.app.store()
-        return trace.Trace(run=run, entries=await db.journal(run_id),
-                           events=await db.events(run_id), logs=await db.logs(run_id))
+        return Trace(
+            run=run,
+            entries=await db.journal(run_id),
+            events=await db.events(run_id),
+            logs=await db.logs(run_id),
+        )
 
-    def trace_sync(self, run_id: str) -> trace.Trace:
+    def trace_sync(self, run_id: str) -> Trace:
         return self.app.portal.run(self.trace(run_id))
 
     def get_sync(self, run_id: str) -> runs.Run:
         return self.app.portal.run(self.get(run_id))
 
-    def list_sync(self, **filters: Any) -> list[runs.Run]:
+    def list_sync(self, **filters: Any) -> builtins.list[runs.Run]:
         return self.app.portal.run(self.list(**filters))
 
     def cancel_sync(self, run_id: str) -> runs.Run:
@@ -180,8 +191,9 @@ class Runs:
     def retry_sync(self, run_id: str) -> runs.Run:
         return self.app.portal.run(self.retry(run_id))
 
-    def replay_sync(self, run_id: str, payload: Any = None, from_position: Any = None
-                    ) -> RunHandle[Any]:
+    def replay_sync(
+        self, run_id: str, payload: Any = None, from_position: Any = None
+    ) -> RunHandle[Any]:
         return self.app.portal.run(self.replay(run_id, payload, from_position))
 
     def wait_sync(self, run_id: str, timeout: float | None = None) -> runs.Run:
@@ -191,8 +203,12 @@ class Runs:
 def _position(value: Any) -> runs.Key:
     if isinstance(value, runs.Key):
         return value
-    if (isinstance(value, list | tuple) and len(value) == 2 and isinstance(value[0], str)
-            and isinstance(value[1], int)):
+    if (
+        isinstance(value, list | tuple)
+        and len(value) == 2
+        and isinstance(value[0], str)
+        and isinstance(value[1], int)
+    ):
         return runs.Key(branch=value[0], seq=value[1])
     raise exceptions.PayloadError(
         f"from_position must be a journal key [branch, seq] such as ['0', 3], not {value!r}"
@@ -236,7 +252,12 @@ class App:
 
         def register(f: Callable[..., Any]) -> Task[Any, Any]:
             task: Task[Any, Any] = Task(
-                self, f, id=id, retry=retry, queue=queue, concurrency_limit=concurrency_limit,
+                self,
+                f,
+                id=id,
+                retry=retry,
+                queue=queue,
+                concurrency_limit=concurrency_limit,
                 max_duration=max_duration,
             )
             self._register(task)
@@ -316,11 +337,18 @@ class App:
             raise exceptions.PayloadError("tags must be a list of strings")
         run_id = new_id("run")
         new = base.NewRun(
-            id=run_id, task_id=task.id, queue=queue or task.queue, payload=text, root_id=run_id,
-            concurrency_key=concurrency_key, priority=priority, tags=tag_list,
+            id=run_id,
+            task_id=task.id,
+            queue=queue or task.queue,
+            payload=text,
+            root_id=run_id,
+            concurrency_key=concurrency_key,
+            priority=priority,
+            tags=tag_list,
             idempotency_key=idempotency_key,
             idempotency_key_ttl=self.settings.idempotency_key_ttl,
-            delay=_seconds(delay, "delay"), ttl=_seconds(ttl, "ttl"),
+            delay=_seconds(delay, "delay"),
+            ttl=_seconds(ttl, "ttl"),
         )
         found, cached = await (await self.store()).create_run(new)
         return RunHandle(self, task, found, cached)

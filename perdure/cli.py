@@ -73,8 +73,11 @@ def cmd_worker(args: argparse.Namespace, *, dev: bool = False) -> int:
         await app.store()  # fail fast, with one line, on a bad database
         tasks = ", ".join(sorted(app.tasks)) or "(none)"
         label = "perdure dev" if dev else "perdure worker"
-        print(f"{label}: {worker.id} serving {tasks} on {app.settings.database_url} "
-              f"(concurrency {worker.concurrency})", flush=True)
+        print(
+            f"{label}: {worker.id} serving {tasks} on {app.settings.database_url} "
+            f"(concurrency {worker.concurrency})",
+            flush=True,
+        )
         await worker.run(stop)
         await app.close()
 
@@ -111,8 +114,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
     app = client_app(args.app)
     action = args.action
     if action == "list":
-        found = app.runs.list_sync(status=args.status, task_id=args.task, tag=args.tag,
-                                   limit=args.limit)
+        found = app.runs.list_sync(
+            status=args.status, task_id=args.task, tag=args.tag, limit=args.limit
+        )
         if args.json:
             print(json.dumps([_run_json(r) for r in found], indent=2))
         else:
@@ -129,7 +133,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
         return 0
     if action == "cancel":
         run = app.runs.cancel_sync(args.id)
-        print(f"{run.id}: {'cancel requested' if run.status is runs.RunStatus.RUNNING else run.status.value}")
+        print(
+            f"{run.id}: {'cancel requested' if run.status is runs.RunStatus.RUNNING else run.status.value}"
+        )
         return 0
     if action == "retry":
         run = app.runs.retry_sync(args.id)
@@ -200,16 +206,24 @@ def _json_arg(text: str | None, flag: str) -> Any:
 
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
-        prog="perdure", description="Durable execution for Python: run workers, trigger tasks, "
-        "inspect and steer runs.")
+        prog="perdure",
+        description="Durable execution for Python: run workers, trigger tasks, "
+        "inspect and steer runs.",
+    )
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    for name, text in (("worker", "run a worker that executes the app's tasks"),
-                       ("dev", "run a local development worker on SQLite")):
+    for name, text in (
+        ("worker", "run a worker that executes the app's tasks"),
+        ("dev", "run a local development worker on SQLite"),
+    ):
         p = sub.add_parser(name, help=text, description=text)
         p.add_argument("app", metavar="APP", help="module:attribute of the perdure.App")
-        p.add_argument("--concurrency", type=int, default=None,
-                       help="runs executed at once (default PERDURE_WORKER_CONCURRENCY or 100)")
+        p.add_argument(
+            "--concurrency",
+            type=int,
+            default=None,
+            help="runs executed at once (default PERDURE_WORKER_CONCURRENCY or 100)",
+        )
 
     p = sub.add_parser("trigger", help="start a run of a task", description="start a run of a task")
     p.add_argument("task", metavar="TASK", help="the task id")
@@ -221,8 +235,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--delay", type=float, default=None, help="seconds before the run may start")
     p.add_argument("--tag", action="append", help="a tag (repeatable)")
 
-    p = sub.add_parser("runs", help="list, show, cancel, retry or replay runs",
-                       description="list, show, cancel, retry or replay runs")
+    p = sub.add_parser(
+        "runs",
+        help="list, show, cancel, retry or replay runs",
+        description="list, show, cancel, retry or replay runs",
+    )
     p.add_argument("action", choices=["list", "show", "cancel", "retry", "replay"])
     p.add_argument("id", nargs="?", help="the run id")
     p.add_argument("--app", default=None, help="module:attribute (default PERDURE_APP)")
@@ -232,8 +249,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--payload", default=None, help="replay: a new payload as JSON")
-    p.add_argument("--from", dest="from_position", default=None,
-                   help="replay: fork from journal key BRANCH:SEQ (entries before it are kept)")
+    p.add_argument(
+        "--from",
+        dest="from_position",
+        default=None,
+        help="replay: fork from journal key BRANCH:SEQ (entries before it are kept)",
+    )
 
     p = sub.add_parser("db", help="database maintenance", description="database maintenance")
     p.add_argument("action", choices=["migrate"])
@@ -243,8 +264,10 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=os.environ.get("PERDURE_LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=os.environ.get("PERDURE_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     try:
         if args.command in ("worker", "dev"):
             code = cmd_worker(args, dev=args.command == "dev")

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from perdure import exceptions, failures, journal, runs, runtime, signals
+from perdure import exceptions, failures, journal, runs, runtime, signals, steps
 from perdure.branches import Branch, Bridge
 from perdure.store import base
 
@@ -32,13 +32,6 @@ log = logging.getLogger("perdure.worker")
 _NO_RUN = contextvars.Context()
 UNWIND_SECONDS = 2.0  # how long a frozen run's code may take to unwind
 FATAL = (exceptions.NonRetryableError, exceptions.PayloadError, exceptions.NonDeterminismError)
-
-
-class _FinishedAfterCancel(Exception):
-    """A sync step finished after its branch was canceled: record it, then re-raise."""
-
-    def __init__(self, outcome: asyncio.Future[Any]) -> None:
-        self.outcome = outcome
 
 
 class Execution:
@@ -153,13 +146,13 @@ class Execution:
             await self._finish(runs.RunStatus.CANCELED, None, None)
             return
         if body.cancelled():
-            error: BaseException = asyncio.CancelledError("the task body was canceled")
+            escaped: BaseException = asyncio.CancelledError("the task body was canceled")
         elif (failure := body.exception()) is not None:
-            error = failure
+            escaped = failure
         else:
             await self._complete(body.result())
             return
-        await self._fail(error)
+        await self._fail(escaped)
 
     async def _complete(self, result: Any) -> None:
         try:
@@ -172,8 +165,10 @@ class Execution:
     async def _fail(self, error: BaseException) -> None:
         drop = self._escaped_failures(error)
         fatal = isinstance(error, FATAL) or not isinstance(error, Exception)
-        delay = None if fatal else self.task.retry.delay(
-            self.attempt, retry_after=exceptions.retry_after_of(error)
+        delay = (
+            None
+            if fatal
+            else self.task.retry.delay(self.attempt, retry_after=exceptions.retry_after_of(error))
         )
         if delay is None:
             await self._finish(runs.RunStatus.FAILED, None, _run_error(error), drop)
@@ -190,7 +185,9 @@ class Execution:
         error: runs.RunError | None,
         drop: list[runs.Key] | None = None,
     ) -> None:
-        await self.store.finish(self.lease, status, output, error, drop or [], self._take_progress())
+        await self.store.finish(
+            self.lease, status, output, error, drop or [], self._take_progress()
+        )
 
     def _escaped_failures(self, error: BaseException) -> list[runs.Key]:
         """Step failures carried by the error that escaped the body: those steps run again
@@ -351,7 +348,11 @@ class Execution:
         if self.draining:
             self.freeze(signals.ShuttingDown())
         self.check_frozen()
-        if self.cancel_requested and branch.thread_ident is not None and not branch.cancel_delivered:
+        if (
+            self.cancel_requested
+            and branch.thread_ident is not None
+            and not branch.cancel_delivered
+        ):
             branch.cancel_delivered = True
             raise asyncio.CancelledError("the run was canceled")
 
@@ -396,150 +397,40 @@ class Execution:
             now = self.db_now()
             wake_at = until if until is not None else now + (delay or 0.0)
             entry = runs.Entry(
-                key=key, kind=runs.EntryKind.SLEEP, name="sleep", status=runs.EntryStatus.PENDING,
-                wake_at=wake_at, started_at=now, attempt=self.attempt,
+                key=key,
+                kind=runs.EntryKind.SLEEP,
+                name="sleep",
+                status=runs.EntryStatus.PENDING,
+                wake_at=wake_at,
+                started_at=now,
+                attempt=self.attempt,
             )
             await self.record(entry)
         assert entry.wake_at is not None
         await self.wait_until(branch, entry.wake_at)
 
-    async def step(self, branch: Branch, spec: StepSpec, args: tuple[Any, ...],
-                   kwargs: dict[str, Any]) -> Any:
-        self._enter(branch)
-        key = branch.next_key()
-        entry = self._match(key, runs.EntryKind.STEP, spec.name)
-        attempts = 0
-        if entry is not None:
-            if entry.status is runs.EntryStatus.COMPLETED:
-                return spec.codec.load(entry.result or "null")
-            if entry.status is runs.EntryStatus.FAILED:
-                error = failures.rebuild(entry.error or {})
-                self.failures.append((error, key))
-                raise error
-            attempts = entry.attempts
-            if entry.wake_at is not None:
-                await self.wait_until(branch, entry.wake_at)
-        if self.pending_values:
-            await self.record()  # values the step may use are durable before it begins
-        while True:
-            attempts += 1
-            outcome = await self._attempt(branch, spec, key, attempts, args, kwargs)
-            if outcome is not None:
-                return outcome.value
-            # the attempt failed and was recorded as retrying; `_attempt` waited already
+    async def step(
+        self, branch: Branch, spec: StepSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        return await steps.run(self, branch, spec, args, kwargs)
 
-    async def _attempt(self, branch: Branch, spec: StepSpec, key: runs.Key, attempts: int,
-                       args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Value | None:
-        """One try of a step, recorded; None when it failed and waits for the next try."""
-        started = self.db_now()
-        canceled = False
-        failure: Exception | None = None
-        entry: runs.Entry
-        branch.in_step += 1
-        self.steps_in_flight += 1
-        try:
-            try:
-                try:
-                    result = await self._run_fn(branch, spec, key, args, kwargs)
-                except _FinishedAfterCancel as late:
-                    canceled = True
-                    result = late.outcome.result()
-                text, value = spec.codec.roundtrip(result)
-            except (signals.Frozen, asyncio.CancelledError):
-                raise
-            except Exception as error:
-                failure = error
-                entry = self._failure_entry(spec, key, attempts, started, error)
-            else:
-                entry = runs.Entry(
-                    key=key, kind=runs.EntryKind.STEP, name=spec.name,
-                    status=runs.EntryStatus.COMPLETED, result=text, attempts=attempts,
-                    started_at=started, finished_at=self.db_now(), attempt=self.attempt,
-                )
-            await self.record(entry)
-        finally:
-            self._end_step(branch)
-        if canceled:
-            raise asyncio.CancelledError("the run was canceled")
-        if failure is None:
-            return _Value(value)
-        if entry.status is runs.EntryStatus.FAILED:
-            self.failures.append((failure, key))
-            raise failure
-        assert entry.wake_at is not None
-        await self.wait_until(branch, entry.wake_at)
-        return None
-
-    def _failure_entry(self, spec: StepSpec, key: runs.Key, attempts: int, started: float,
-                       error: Exception) -> runs.Entry:
-        permanent = isinstance(error, exceptions.NonRetryableError | exceptions.PayloadError)
-        delay = None if permanent else spec.retry.delay(
-            attempts, retry_after=exceptions.retry_after_of(error)
-        )
-        now = self.db_now()
-        return runs.Entry(
-            key=key, kind=runs.EntryKind.STEP, name=spec.name,
-            status=runs.EntryStatus.FAILED if delay is None else runs.EntryStatus.RETRYING,
-            error=failures.describe(error), attempts=attempts, started_at=started,
-            finished_at=now, wake_at=None if delay is None else now + delay,
-            attempt=self.attempt,
-        )
-
-    def _end_step(self, branch: Branch) -> None:
+    def end_step(self, branch: Branch) -> None:
         branch.in_step -= 1
         self.steps_in_flight -= 1
         self.schedule_check()
         if self.draining and self.steps_in_flight == 0:
             self.freeze(signals.ShuttingDown())
 
-    async def _run_fn(self, branch: Branch, spec: StepSpec, key: runs.Key,
-                      args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        scope = runtime.StepScope(branch=branch, step_key=f"{self.run_id}:{key.branch}:{key.seq}")
-        if spec.is_async:
-            token = runtime.current.set(scope)
-            try:
-                async with asyncio.timeout(spec.timeout):
-                    return await spec.fn(*args, **kwargs)
-            finally:
-                runtime.current.reset(token)
-        ctx = contextvars.copy_context()
-        ctx.run(runtime.current.set, scope)
-        call: Callable[[], Any] = lambda: ctx.run(spec.fn, *args, **kwargs)  # noqa: E731
-        started = time.monotonic()
-        if branch.bridge is not None:
-            future = branch.bridge.submit(call)
-        else:
-            future = self.loop.run_in_executor(self.worker.step_pool, call)
-        result = await self._uninterrupted(future)
-        elapsed = time.monotonic() - started
-        if spec.timeout is not None and elapsed > spec.timeout:
-            raise TimeoutError(
-                f"step {spec.name!r} took {elapsed:.2f}s, past its timeout of {spec.timeout}s"
-            )
-        return result
-
-    async def _uninterrupted(self, future: asyncio.Future[Any]) -> Any:
-        """A running sync step is never interrupted: cancellation takes effect when it
-        returns, and its result is still recorded."""
-        try:
-            return await asyncio.shield(future)
-        except asyncio.CancelledError:
-            if self.frozen is not None:
-                raise
-        while not future.done():
-            try:
-                await asyncio.shield(future)
-            except asyncio.CancelledError:
-                if self.frozen is not None:
-                    raise
-            except Exception:
-                pass
-        raise _FinishedAfterCancel(future)
-
     # --- values, logs, metadata ----------------------------------------------------------
 
-    def value(self, branch: Branch, kind: str, make: Callable[[], Any],
-              encode: Callable[[Any], Any], decode: Callable[[Any], Any]) -> Any:
+    def value(
+        self,
+        branch: Branch,
+        kind: str,
+        make: Callable[[], Any],
+        encode: Callable[[Any], Any],
+        decode: Callable[[Any], Any],
+    ) -> Any:
         index = branch.values.get(kind, 0)
         branch.values[kind] = index + 1
         key = journal.value_key(branch.id, branch.seq, kind, index)
@@ -548,18 +439,28 @@ class Execution:
             return decode(json.loads(entry.result or "null"))
         value = make()
         recorded = runs.Entry(
-            key=key, kind=runs.EntryKind.VALUE, name=kind, status=runs.EntryStatus.COMPLETED,
-            result=json.dumps(encode(value)), attempt=self.attempt,
+            key=key,
+            kind=runs.EntryKind.VALUE,
+            name=kind,
+            status=runs.EntryStatus.COMPLETED,
+            result=json.dumps(encode(value)),
+            attempt=self.attempt,
         )
         self.journal.put(recorded)
         self.pending_values.append(recorded)
         return value
 
     def capture_log(self, branch: Branch, level: str, message: str) -> None:
-        self.logs.append(base.LogLine(
-            attempt=self.attempt, branch=branch.id, seq=branch.seq or None,
-            level=level, message=message, at=self.db_now(),
-        ))
+        self.logs.append(
+            base.LogLine(
+                attempt=self.attempt,
+                branch=branch.id,
+                seq=branch.seq or None,
+                level=level,
+                message=message,
+                at=self.db_now(),
+            )
+        )
 
     def set_metadata(self, branch: Branch, key: str, value: Any) -> None:
         from perdure import serialization
@@ -586,17 +487,16 @@ class Execution:
     def run_context(self, step_key: str | None = None) -> runtime.RunContext:
         c = self.claim
         return runtime.RunContext(
-            run_id=self.run_id, task_id=self.task.id, attempt=self.attempt, tags=list(c.tags),
-            version=c.version, parent_run_id=c.parent_id, root_run_id=c.root_id,
-            idempotency_key=c.idempotency_key, step_key=step_key,
+            run_id=self.run_id,
+            task_id=self.task.id,
+            attempt=self.attempt,
+            tags=list(c.tags),
+            version=c.version,
+            parent_run_id=c.parent_id,
+            root_run_id=c.root_id,
+            idempotency_key=c.idempotency_key,
+            step_key=step_key,
         )
-
-
-class _Value:
-    __slots__ = ("value",)
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

@@ -57,9 +57,7 @@ class Journal:
         return entry
 
 
-def mismatch_message(
-    key: runs.Key, kind: runs.EntryKind, name: str, found: runs.Entry
-) -> str:
+def mismatch_message(key: runs.Key, kind: runs.EntryKind, name: str, found: runs.Entry) -> str:
     return (
         f"journal position {key}: the code asked for {describe(kind, name)}, but the journal "
         f"holds {describe(found.kind, found.name)} there (recorded in attempt {found.attempt}). "

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 
-class RunStatus(str, enum.Enum):
+class RunStatus(enum.StrEnum):
     """Where a run is in its lifecycle (DESIGN.md §4)."""
 
     DELAYED = "delayed"
@@ -32,10 +32,18 @@ class RunStatus(str, enum.Enum):
 
 
 TERMINAL = frozenset(
-    {RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELED, RunStatus.TIMED_OUT, RunStatus.EXPIRED}
+    {
+        RunStatus.COMPLETED,
+        RunStatus.FAILED,
+        RunStatus.CANCELED,
+        RunStatus.TIMED_OUT,
+        RunStatus.EXPIRED,
+    }
 )
 # Statuses that free an idempotency key: the key may start a new run.
-KEY_FREEING = frozenset({RunStatus.FAILED, RunStatus.CANCELED, RunStatus.TIMED_OUT, RunStatus.EXPIRED})
+KEY_FREEING = frozenset(
+    {RunStatus.FAILED, RunStatus.CANCELED, RunStatus.TIMED_OUT, RunStatus.EXPIRED}
+)
 # Statuses `runs.retry` takes back to queued.
 RETRYABLE = frozenset({RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.CANCELED})
 
@@ -84,7 +92,7 @@ class Run:
     recoveries: int = 0
 
 
-class EntryKind(str, enum.Enum):
+class EntryKind(enum.StrEnum):
     """The kinds of durable operations a journal records."""
 
     STEP = "step"
@@ -92,7 +100,7 @@ class EntryKind(str, enum.Enum):
     VALUE = "value"  # now / random / uuid4
 
 
-class EntryStatus(str, enum.Enum):
+class EntryStatus(enum.StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"  # a step that failed for good
     RETRYING = "retrying"  # a step between attempts; wake_at is when the next one starts

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from perdure import exceptions
 
 if TYPE_CHECKING:
-    from perdure.execution import Branch
+    from perdure.branches import Branch
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -114,8 +114,9 @@ def run_step(name: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) ->
     return tasks.inline_step(name, fn).call(*args, **kwargs)
 
 
-def _value(kind: str, make: Callable[[], Any], encode: Callable[[Any], Any],
-           decode: Callable[[Any], Any]) -> Any:
+def _value(
+    kind: str, make: Callable[[], Any], encode: Callable[[Any], Any], decode: Callable[[Any], Any]
+) -> Any:
     found = current.get()
     if found is None or isinstance(found, StepScope):
         return make()  # outside a task, or inside a step: a plain value
@@ -183,8 +184,16 @@ class RunLogger:
     def __init__(self, name: str) -> None:
         self.logger = logging.getLogger(name)
 
-    def log(self, level: int, msg: str, *args: Any, exc_info: Any = None,
-            stack_info: bool = False, stacklevel: int = 1, extra: Any = None) -> None:
+    def log(
+        self,
+        level: int,
+        msg: str,
+        *args: Any,
+        exc_info: Any = None,
+        stack_info: bool = False,
+        stacklevel: int = 1,
+        extra: Any = None,
+    ) -> None:
         found = current.get()
         if found is not None:
             branch = found.branch if isinstance(found, StepScope) else found
@@ -193,8 +202,15 @@ class RunLogger:
             if level >= logging.INFO or self.logger.isEnabledFor(level):
                 text = msg % args if args else str(msg)
                 branch.execution.capture_log(branch, logging.getLevelName(level), text)
-        self.logger.log(level, msg, *args, exc_info=exc_info, stack_info=stack_info,
-                        stacklevel=stacklevel + 1, extra=extra)
+        self.logger.log(
+            level,
+            msg,
+            *args,
+            exc_info=exc_info,
+            stack_info=stack_info,
+            stacklevel=stacklevel + 1,
+            extra=extra,
+        )
 
     def debug(self, msg: str, *args: Any, **kwargs: Any) -> None:
         self.log(logging.DEBUG, msg, *args, **kwargs)

@@ -35,8 +35,13 @@ class Settings:
     worker_concurrency: int = 100
 
     def __post_init__(self) -> None:
-        positive = ("lease_seconds", "heartbeat_seconds", "poll_seconds", "max_payload_bytes",
-                    "worker_concurrency")
+        positive = (
+            "lease_seconds",
+            "heartbeat_seconds",
+            "poll_seconds",
+            "max_payload_bytes",
+            "worker_concurrency",
+        )
         for name in positive:
             if getattr(self, name) <= 0:
                 raise exceptions.ConfigurationError(f"{name} must be positive")
@@ -62,9 +67,7 @@ def _parse(name: str, text: str) -> Any:
         if kind in ("int", int):
             return int(text)
     except ValueError:
-        raise exceptions.ConfigurationError(
-            f"{env_name(name)}={text!r} is not a number"
-        ) from None
+        raise exceptions.ConfigurationError(f"{env_name(name)}={text!r} is not a number") from None
     return text
 
 

@@ -41,8 +41,9 @@ class StepSpec:
         )
 
 
-def _spec(fn: Callable[..., Any], name: str | None, retry: Retry | None,
-          timeout: float | timedelta | None) -> StepSpec:
+def _spec(
+    fn: Callable[..., Any], name: str | None, retry: Retry | None, timeout: float | timedelta | None
+) -> StepSpec:
     step_name = name or fn.__name__
     _, returns = serialization.signature_hints(fn)
     seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
@@ -60,7 +61,9 @@ def _spec(fn: Callable[..., Any], name: str | None, retry: Retry | None,
 def step(fn: Callable[P, R], /) -> Callable[P, R]: ...
 @overload
 def step(
-    *, name: str | None = None, retry: Retry | None = None,
+    *,
+    name: str | None = None,
+    retry: Retry | None = None,
     timeout: float | timedelta | None = None,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
 
@@ -98,8 +101,14 @@ def inline_step(name: str, fn: Callable[..., Any]) -> StepSpec:
     if it is a decorated step, apply)."""
     inner: StepSpec | None = getattr(fn, "__perdure_step__", None)
     if inner is not None:
-        return StepSpec(name=name, fn=inner.fn, retry=inner.retry, timeout=inner.timeout,
-                        is_async=inner.is_async, codec=inner.codec)
+        return StepSpec(
+            name=name,
+            fn=inner.fn,
+            retry=inner.retry,
+            timeout=inner.timeout,
+            is_async=inner.is_async,
+            codec=inner.codec,
+        )
     return _spec(fn, name, None, None)
 
 
@@ -145,7 +154,7 @@ class Task(Generic[In, Out]):
         payload_hint, output_hint = serialization.signature_hints(fn)
         self.payload_codec = serialization.codec(payload_hint, f"payload of task {id!r}")
         self.output_codec = serialization.codec(output_hint, f"output of task {id!r}")
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        functools.update_wrapper(self, fn)
 
     def __repr__(self) -> str:
         return f"<Task {self.id!r}>"
@@ -178,8 +187,15 @@ class Task(Generic[In, Out]):
                 "trigger runs from outside tasks"
             )
         return await self.app.trigger(
-            self, payload, idempotency_key=idempotency_key, delay=delay, ttl=ttl, tags=tags,
-            queue=queue, concurrency_key=concurrency_key, priority=priority,
+            self,
+            payload,
+            idempotency_key=idempotency_key,
+            delay=delay,
+            ttl=ttl,
+            tags=tags,
+            queue=queue,
+            concurrency_key=concurrency_key,
+            priority=priority,
         )
 
     def trigger_sync(self, payload: Any = None, **options: Any) -> RunHandle[Out]:

@@ -29,15 +29,25 @@ class Trace:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "run": {**self.run.__dict__, "status": self.run.status.value,
-                    "error": None if self.run.error is None else self.run.error.to_json()},
+            "run": {
+                **self.run.__dict__,
+                "status": self.run.status.value,
+                "error": None if self.run.error is None else self.run.error.to_json(),
+            },
             "entries": [
-                {"key": [e.key.branch, e.key.seq] + ([e.key.sub] if e.key.sub else []),
-                 "kind": e.kind.value, "name": e.name, "status": e.status.value,
-                 "result": None if e.result is None else json.loads(e.result),
-                 "error": e.error, "attempts": e.attempts, "wake_at": e.wake_at,
-                 "started_at": e.started_at, "finished_at": e.finished_at,
-                 "attempt": e.attempt}
+                {
+                    "key": [e.key.branch, e.key.seq] + ([e.key.sub] if e.key.sub else []),
+                    "kind": e.kind.value,
+                    "name": e.name,
+                    "status": e.status.value,
+                    "result": None if e.result is None else json.loads(e.result),
+                    "error": e.error,
+                    "attempts": e.attempts,
+                    "wake_at": e.wake_at,
+                    "started_at": e.started_at,
+                    "finished_at": e.finished_at,
+                    "attempt": e.attempt,
+                }
                 for e in self.entries
             ],
             "events": [e.__dict__ for e in self.events],
@@ -46,8 +56,10 @@ class Trace:
 
     def render(self) -> str:
         r = self.run
-        lines = [f"run {r.id}  task {r.task_id}  {r.status.value}  attempt {r.attempts}"
-                 + (f"  recoveries {r.recoveries}" if r.recoveries else "")]
+        lines = [
+            f"run {r.id}  task {r.task_id}  {r.status.value}  attempt {r.attempts}"
+            + (f"  recoveries {r.recoveries}" if r.recoveries else "")
+        ]
         if r.error is not None:
             lines.append(f"  error: {r.error.type}: {r.error.message}")
         if r.output is not None:
@@ -57,12 +69,16 @@ class Trace:
             if e.kind is runs.EntryKind.VALUE:
                 continue
             tries = f"  tries {e.attempts}" if e.kind is runs.EntryKind.STEP else ""
-            lines.append(f"  [{e.key.branch}, {e.key.seq}]  {e.kind.value:<5} {e.name:<24} "
-                         f"{e.status.value:<9}{tries}")
+            lines.append(
+                f"  [{e.key.branch}, {e.key.seq}]  {e.kind.value:<5} {e.name:<24} "
+                f"{e.status.value:<9}{tries}"
+            )
         lines.append("transitions:")
         for ev in self.events:
-            lines.append(f"  {_clock(ev.at)}  {ev.from_status or '-'} -> {ev.to_status}"
-                         f"  (attempt {ev.attempt}{', ' + ev.detail if ev.detail else ''})")
+            lines.append(
+                f"  {_clock(ev.at)}  {ev.from_status or '-'} -> {ev.to_status}"
+                f"  (attempt {ev.attempt}{', ' + ev.detail if ev.detail else ''})"
+            )
         if self.logs:
             lines.append("logs:")
             lines += [f"  {_clock(x.at)} {x.level} {x.message}" for x in self.logs]

@@ -60,8 +60,12 @@ class Worker:
         await self.store.set_queue_limits(self.app.queue_limits)
         heartbeat = threading.Thread(target=self._heartbeat, name="perdure-heartbeat", daemon=True)
         heartbeat.start()
-        loops = [self.spawn(self._claim_loop()), self.spawn(self._maintenance_loop()),
-                 self.spawn(self._wakeup_loop()), self.spawn(self._tick_loop())]
+        loops = [
+            self.spawn(self._claim_loop()),
+            self.spawn(self._maintenance_loop()),
+            self.spawn(self._wakeup_loop()),
+            self.spawn(self._tick_loop()),
+        ]
         try:
             await stop.wait()
         finally:
@@ -73,8 +77,11 @@ class Worker:
 
     async def _register(self) -> None:
         info = base.WorkerInfo(
-            id=self.id, hostname=socket.gethostname(), pid=os.getpid(),
-            version=self.settings.version, concurrency=self.concurrency,
+            id=self.id,
+            hostname=socket.gethostname(),
+            pid=os.getpid(),
+            version=self.settings.version,
+            concurrency=self.concurrency,
         )
         await self.store.register_worker(info)
 
@@ -87,7 +94,10 @@ class Worker:
             if free > 0:
                 try:
                     claims = await self.store.claim(
-                        self.id, self.task_ids, self.settings.version, free,
+                        self.id,
+                        self.task_ids,
+                        self.settings.version,
+                        free,
                         self.settings.max_recoveries,
                     )
                 except Exception:
@@ -210,7 +220,7 @@ class Worker:
             execution.shut_down()
         pending = [t for t in self._background if t not in loops]
         if pending:
-            done, still = await asyncio.wait(pending, timeout=self.settings.shutdown_grace_seconds)
+            _done, still = await asyncio.wait(pending, timeout=self.settings.shutdown_grace_seconds)
             for execution in list(self.active.values()):
                 execution.freeze(signals.ShuttingDown())
             if still:

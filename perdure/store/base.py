@@ -213,7 +213,9 @@ class Store(Protocol):
     ) -> bool:
         """Mark the run `waiting` until `due_at`, free its slot and its lease."""
 
-    async def release(self, lease: Lease, executed_seconds: float, progress: Progress | None) -> bool:
+    async def release(
+        self, lease: Lease, executed_seconds: float, progress: Progress | None
+    ) -> bool:
         """Give the run back (worker shutdown): claimable again at once, same attempt."""
 
     async def retry_later(

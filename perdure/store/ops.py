@@ -185,11 +185,15 @@ def claim(
     expire(tx)
     params = {"task_ids": json.dumps(task_ids), "version": version, "now": tx.now}
     orphans = [r["id"] for r in tx.rows(sql.ORPHANED_RUNS, {**params, "limit": limit})]
-    claims = [c for c in (_take(tx, i, worker_id, version, max_recoveries, token()) for i in orphans) if c]
+    claims = [
+        c for c in (_take(tx, i, worker_id, version, max_recoveries, token()) for i in orphans) if c
+    ]
     room = limit - len(orphans)
     if room > 0:
         due = [r["id"] for r in tx.rows(sql.CLAIMABLE_RUNS, {**params, "limit": room})]
-        claims += [c for c in (_take(tx, i, worker_id, version, max_recoveries, token()) for i in due) if c]
+        claims += [
+            c for c in (_take(tx, i, worker_id, version, max_recoveries, token()) for i in due) if c
+        ]
     return claims
 
 
@@ -197,8 +201,7 @@ def expire(tx: Tx) -> None:
     """End queued and delayed runs whose ttl passed before any worker took them."""
     error = runs.RunError(type="expired", message="the run's ttl passed before it started")
     for row in tx.rows(sql.EXPIRED_RUNS, {"now": tx.now}):
-        tx.run(sql.EXPIRE, {"id": row["id"], "now": tx.now,
-                            "error": json.dumps(error.to_json())})
+        tx.run(sql.EXPIRE, {"id": row["id"], "now": tx.now, "error": json.dumps(error.to_json())})
         tx.run(sql.FREE_KEY, {"run_id": row["id"]})
         record_event(tx, row["id"], None, "expired", 0, None, "ttl passed")
 
@@ -261,9 +264,7 @@ def _end_orphan(tx: Tx, row: Row, recoveries: int, max_recoveries: int) -> None:
         f"(max_recoveries={max_recoveries}); its last step may crash the process",
     )
     token = "orphan"
-    tx.run(
-        "UPDATE runs SET lease_token = :token WHERE id = :id", {"token": token, "id": row["id"]}
-    )
+    tx.run("UPDATE runs SET lease_token = :token WHERE id = :id", {"token": token, "id": row["id"]})
     _finish(tx, base.Lease(run_id=row["id"], token=token), status, None, error, [], None)
 
 
@@ -329,14 +330,26 @@ def checkpoint(
 
 
 def _transition(
-    tx: Tx, lease: base.Lease, query: str, params: dict[str, Any], to_status: str, detail: str | None
+    tx: Tx,
+    lease: base.Lease,
+    query: str,
+    params: dict[str, Any],
+    to_status: str,
+    detail: str | None,
 ) -> bool:
     state = one(tx, sql.GET_RUN_STATE, {"id": lease.run_id})
     if state is None or state["lease_token"] != lease.token:
         return False
     tx.run(query, {"run_id": lease.run_id, "token": lease.token, "now": tx.now, **params})
-    record_event(tx, lease.run_id, state["status"], to_status, state["attempts"],
-                 state["lease_worker"], detail)
+    record_event(
+        tx,
+        lease.run_id,
+        state["status"],
+        to_status,
+        state["attempts"],
+        state["lease_worker"],
+        detail,
+    )
     return True
 
 
@@ -360,8 +373,10 @@ def release(tx: Tx, lease: base.Lease, executed: float, progress: base.Progress 
 
 def _drop(tx: Tx, run_id: str, keys: list[runs.Key]) -> None:
     for key in keys:
-        tx.run(sql.DELETE_ENTRY, {"run_id": run_id, "branch": key.branch, "seq": key.seq,
-                                  "sub": key.sub})
+        tx.run(
+            sql.DELETE_ENTRY,
+            {"run_id": run_id, "branch": key.branch, "seq": key.seq, "sub": key.sub},
+        )
 
 
 def retry_later(
@@ -444,8 +459,15 @@ def retry_run(tx: Tx, run_id: str, key_ttl: float) -> runs.Run:
     if run.idempotency_key is not None:
         held = one(tx, sql.FIND_KEY, {"task_id": run.task_id, "key": run.idempotency_key})
         if held is None or held["expires_at"] <= tx.now:
-            tx.run(sql.HOLD_KEY, {"task_id": run.task_id, "key": run.idempotency_key,
-                                  "run_id": run_id, "expires_at": tx.now + key_ttl})
+            tx.run(
+                sql.HOLD_KEY,
+                {
+                    "task_id": run.task_id,
+                    "key": run.idempotency_key,
+                    "run_id": run_id,
+                    "expires_at": tx.now + key_ttl,
+                },
+            )
     record_event(tx, run_id, run.status.value, "queued", run.attempts, None, "retried")
     return require_run(tx, run_id)
 
@@ -469,13 +491,12 @@ def replay_run(
     )
     create_run(tx, new)
     if before is not None:
-        found = one(tx, sql.ENTRY_ORD, {"run_id": run_id, "branch": before.branch,
-                                        "seq": before.seq})
+        found = one(
+            tx, sql.ENTRY_ORD, {"run_id": run_id, "branch": before.branch, "seq": before.seq}
+        )
         if found is None:
             raise exceptions.InvalidTransition(
-                f"run {run_id} has no journal entry at {before}; pick a position its "
-                "trace shows"
+                f"run {run_id} has no journal entry at {before}; pick a position its trace shows"
             )
-        tx.run(sql.COPY_ENTRIES, {"new_id": new_id, "run_id": run_id,
-                                  "before_ord": found["ord"]})
+        tx.run(sql.COPY_ENTRIES, {"new_id": new_id, "run_id": run_id, "before_ord": found["ord"]})
     return new_id

@@ -40,7 +40,7 @@ def path_from_url(url: str) -> Path:
             f"cannot read the database URL {url!r}: use sqlite:///relative/path.db or "
             "sqlite:////absolute/path.db"
         )
-    return Path(url[len(prefix):])
+    return Path(url[len(prefix) :])
 
 
 class _Tx:
@@ -48,8 +48,9 @@ class _Tx:
         self.conn = conn
         self.now = time.time()
 
-    def rows(self, query: str, params: Mapping[str, Any]) -> Sequence[sqlite3.Row]:
-        return self.conn.execute(query, params).fetchall()
+    def rows(self, query: str, params: Mapping[str, Any]) -> Sequence[ops.Row]:
+        found: Sequence[ops.Row] = self.conn.execute(query, params).fetchall()
+        return found
 
     def run(self, query: str, params: Mapping[str, Any]) -> int:
         return self.conn.execute(query, params).rowcount
@@ -384,7 +385,9 @@ class SqliteStore:
         return None if value is None else float(value)
 
     async def cancel_requests(self, worker_id: str) -> list[str]:
-        rows = await self._read_op(lambda tx: tx.rows(sql.CANCEL_REQUESTS, {"worker_id": worker_id}))
+        rows = await self._read_op(
+            lambda tx: tx.rows(sql.CANCEL_REQUESTS, {"worker_id": worker_id})
+        )
         return [r["id"] for r in rows]
 
     # --- a leased run ----------------------------------------------------------------
@@ -395,33 +398,55 @@ class SqliteStore:
         return bool(await self._write_op(lambda tx: ops.checkpoint(tx, lease, entries, progress)))
 
     async def suspend(
-        self, lease: base.Lease, due_at: float, executed_seconds: float,
+        self,
+        lease: base.Lease,
+        due_at: float,
+        executed_seconds: float,
         progress: base.Progress | None,
     ) -> bool:
-        return bool(await self._write_op(
-            lambda tx: ops.suspend(tx, lease, due_at, executed_seconds, progress)))
+        return bool(
+            await self._write_op(
+                lambda tx: ops.suspend(tx, lease, due_at, executed_seconds, progress)
+            )
+        )
 
     async def release(
         self, lease: base.Lease, executed_seconds: float, progress: base.Progress | None
     ) -> bool:
-        done = bool(await self._write_op(
-            lambda tx: ops.release(tx, lease, executed_seconds, progress)))
+        done = bool(
+            await self._write_op(lambda tx: ops.release(tx, lease, executed_seconds, progress))
+        )
         self.wakeup.notify()
         return done
 
     async def retry_later(
-        self, lease: base.Lease, error: runs.RunError, delay: float, drop: list[runs.Key],
+        self,
+        lease: base.Lease,
+        error: runs.RunError,
+        delay: float,
+        drop: list[runs.Key],
         progress: base.Progress | None,
     ) -> bool:
-        return bool(await self._write_op(
-            lambda tx: ops.retry_later(tx, lease, error, delay, drop, progress)))
+        return bool(
+            await self._write_op(
+                lambda tx: ops.retry_later(tx, lease, error, delay, drop, progress)
+            )
+        )
 
     async def finish(
-        self, lease: base.Lease, status: runs.RunStatus, output: str | None,
-        error: runs.RunError | None, drop: list[runs.Key], progress: base.Progress | None,
+        self,
+        lease: base.Lease,
+        status: runs.RunStatus,
+        output: str | None,
+        error: runs.RunError | None,
+        drop: list[runs.Key],
+        progress: base.Progress | None,
     ) -> bool:
-        done = bool(await self._write_op(
-            lambda tx: ops.finish(tx, lease, status, output, error, drop, progress)))
+        done = bool(
+            await self._write_op(
+                lambda tx: ops.finish(tx, lease, status, output, error, drop, progress)
+            )
+        )
         self.wakeup.notify()  # a queue slot is free, and a waiting client may look
         return done
 

@@ -23,8 +23,12 @@ class Cluster:
 
     def __init__(self, tmp: Path, database_url: str) -> None:
         self.dir = tmp
-        self.env = {**FAST_ENV, "PERDURE_DATABASE_URL": database_url,
-                    "PERDURE_TEST_DIR": str(tmp), "PYTHONPATH": str(ROOT)}
+        self.env = {
+            **FAST_ENV,
+            "PERDURE_DATABASE_URL": database_url,
+            "PERDURE_TEST_DIR": str(tmp),
+            "PYTHONPATH": str(ROOT),
+        }
         self.client = perdure.App(database_url)
         from tests.acceptance import apps
 
@@ -40,8 +44,15 @@ class Cluster:
 
     async def trigger(self, task_id: str, payload: object = None) -> str:
         handle = await self.client.trigger(
-            self.tasks[task_id], payload, idempotency_key=None, delay=None, ttl=None,
-            tags=None, queue=None, concurrency_key=None, priority=0,
+            self.tasks[task_id],
+            payload,
+            idempotency_key=None,
+            delay=None,
+            ttl=None,
+            tags=None,
+            queue=None,
+            concurrency_key=None,
+            priority=0,
         )
         return handle.id
 
@@ -57,8 +68,12 @@ class Cluster:
     def release(self, name: str | None = None) -> None:
         (self.dir / ("release" if name is None else f"release-{name}")).touch()
 
-    async def until(self, condition: Callable[[], Awaitable[bool] | bool],
-                    timeout: float = 20.0, what: str = "condition") -> None:
+    async def until(
+        self,
+        condition: Callable[[], Awaitable[bool] | bool],
+        timeout: float = 20.0,
+        what: str = "condition",
+    ) -> None:
         deadline = time.monotonic() + timeout
         while True:
             value = condition()

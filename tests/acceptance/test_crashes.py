@@ -36,7 +36,10 @@ async def test_sigkill_mid_step_resumes_without_rerunning_completed_steps(cluste
     assert counts["B-start"] == 2  # in flight at the kill: ran again (at least once)
     assert counts["B"] == 1 and counts["C"] == 1
     assert [(s.name, s.attempts) for s in await cluster.steps(run_id)] == [
-        ("step_a", 1), ("step_b", 1), ("step_c", 1)]
+        ("step_a", 1),
+        ("step_b", 1),
+        ("step_c", 1),
+    ]
 
 
 async def _finished(cluster, run_id: str) -> bool:
@@ -73,8 +76,11 @@ async def test_a_hung_worker_loses_its_run_and_can_record_nothing_after(cluster)
     hung.signal(signal.SIGSTOP)  # alive (its lock held) but silent: no heartbeat
     try:
         cluster.worker()
-        await cluster.until(lambda: cluster.count(run_id)["B-start"] == 2, timeout=30,
-                            what="takeover after the lease")
+        await cluster.until(
+            lambda: cluster.count(run_id)["B-start"] == 2,
+            timeout=30,
+            what="takeover after the lease",
+        )
         cluster.release("B")
         await cluster.until(lambda: _finished(cluster, run_id), what="run completed")
         hung.signal(signal.SIGCONT)  # it wakes up and finishes its copy of B...
@@ -115,8 +121,10 @@ async def test_a_crash_loop_ends_the_run_failed_with_worker_crashed(cluster):
     run_id = await cluster.trigger("crasher")
     for _ in range(4):  # the first try plus max_recoveries takeovers, plus one more
         process = cluster.worker(**env)
-        await cluster.until(lambda: process.process.poll() is not None
-                            or _finished_sync(cluster, run_id), what="crash")
+        await cluster.until(
+            lambda: process.process.poll() is not None or _finished_sync(cluster, run_id),
+            what="crash",
+        )
         if _finished_sync(cluster, run_id):
             break
     await cluster.until(lambda: _finished(cluster, run_id), what="run ended")

@@ -226,5 +226,8 @@ async def test_logs_and_metadata_are_not_emitted_again_on_replay(make_app):
         await handle.result(timeout=10)
     trace = await app.runs.trace(handle.id)
     assert [x.message for x in trace.logs] == [
-        "before the step", "after the step, try 1", "after the step, try 2"]
+        "before the step",
+        "after the step, try 1",
+        "after the step, try 2",
+    ]
     assert trace.run.metadata == {"progress": 0.5}

@@ -109,8 +109,12 @@ async def test_parallel_sleeps_suspend_once_every_branch_waits(make_app):
     trace = await app.runs.trace(handle.id)
     assert "waiting" in [e.to_status for e in trace.events]
     keys = sorted((e.key.branch, e.key.seq, e.name) for e in trace.entries)
-    assert keys == [("0.1", 1, "sleep"), ("0.1", 2, "after a"),
-                    ("0.2", 1, "sleep"), ("0.2", 2, "after b")]
+    assert keys == [
+        ("0.1", 1, "sleep"),
+        ("0.1", 2, "after a"),
+        ("0.2", 1, "sleep"),
+        ("0.2", 2, "after b"),
+    ]
 
 
 async def test_a_branch_still_computing_keeps_the_run_in_memory(make_app):
@@ -137,7 +141,7 @@ async def test_sleep_until_an_absolute_time_and_naive_datetimes_are_refused(make
     @app.task(id="until")
     async def until_task() -> float:
         try:
-            await perdure.sleep_until(datetime.now() + timedelta(seconds=1))  # noqa: DTZ005
+            await perdure.sleep_until(datetime.now() + timedelta(seconds=1))
         except perdure.PayloadError as error:
             errors.append(str(error))
         target = perdure.now() + timedelta(seconds=0.5)

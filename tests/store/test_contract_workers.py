@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import signal
 
-import pytest
-
 from perdure import runs
 from perdure.runs import RunStatus
 from perdure.store import base

@@ -133,9 +133,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
         return 0
     if action == "cancel":
         run = app.runs.cancel_sync(args.id)
-        print(
-            f"{run.id}: {'cancel requested' if run.status is runs.RunStatus.RUNNING else run.status.value}"
-        )
+        running = run.status is runs.RunStatus.RUNNING
+        print(f"{run.id}: {'cancel requested' if running else run.status.value}")
         return 0
     if action == "retry":
         run = app.runs.retry_sync(args.id)

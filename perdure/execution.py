@@ -480,9 +480,11 @@ class Execution:
 
     async def flush_progress(self) -> None:
         """Periodic: make logs and metadata visible while the run goes on."""
-        if self.frozen is None and not self.body_done and (self.logs or self.metadata_patch):
-            if not await self.store.checkpoint(self.lease, [], self._take_progress()):
-                self.freeze(signals.LeaseLost())
+        if self.frozen is not None or self.body_done:
+            return
+        progress = self._take_progress()
+        if progress is not None and not await self.store.checkpoint(self.lease, [], progress):
+            self.freeze(signals.LeaseLost())
 
     def run_context(self, step_key: str | None = None) -> runtime.RunContext:
         c = self.claim

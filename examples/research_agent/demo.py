@@ -23,6 +23,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import perdure
 from perdure.testing import WorkerProcess
 from perdure.trace import Trace
 
@@ -105,9 +106,9 @@ class Demo:
             if done(trace) or trace.run.status.is_terminal:
                 return trace
             if self.workers[-1].process and self.workers[-1].process.poll() is not None:
-                raise RuntimeError(f"worker {worker} exited on its own\n{self.worker_log()}")
+                raise RuntimeError(f"worker {worker} exited on its own")
             if time.monotonic() > deadline:
-                raise TimeoutError(f"run {run_id} made no progress in time\n{self.worker_log()}")
+                raise TimeoutError(f"run {run_id} made no progress in {PHASE_TIMEOUT:.0f}s")
             time.sleep(0.05)
 
     def worker_log(self) -> str:
@@ -127,6 +128,9 @@ class Demo:
             return self.run_agent()
         except GuaranteeFailed as failure:
             print(f"\nGUARANTEE FAILED: {failure}", flush=True)
+            return 1
+        except (perdure.RunFailed, TimeoutError, RuntimeError) as error:
+            print(f"\nDEMO FAILED: {error}\n{self.worker_log()}", flush=True)
             return 1
         finally:
             for worker in self.workers:

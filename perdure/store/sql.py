@@ -117,7 +117,8 @@ SUSPEND = """UPDATE runs SET status = 'waiting', lease_token = NULL,
         lease_worker = NULL, executed_seconds = :executed_seconds
     WHERE id = :run_id AND lease_token = :token"""
 
-RELEASE = """UPDATE runs SET status = 'queued', due_at = :now, lease_token = NULL, lease_worker = NULL,
+RELEASE = """UPDATE runs SET status = 'queued', due_at = :now, lease_token = NULL,
+        lease_worker = NULL,
         executed_seconds = :executed_seconds
     WHERE id = :run_id AND lease_token = :token"""
 
@@ -142,8 +143,8 @@ REQUEST_CANCEL = """UPDATE runs SET cancel_requested_at = COALESCE(cancel_reques
     WHERE id = :id"""
 
 # A run that had started is woken to run its cancellation cleanup.
-REQUEST_CANCEL_AND_WAKE = """UPDATE runs SET cancel_requested_at = COALESCE(cancel_requested_at, :now),
-        due_at = :now
+REQUEST_CANCEL_AND_WAKE = """UPDATE runs
+    SET cancel_requested_at = COALESCE(cancel_requested_at, :now), due_at = :now
     WHERE id = :id"""
 
 CANCEL_REQUESTS = """SELECT id FROM runs

@@ -122,7 +122,7 @@ async def test_a_crash_loop_ends_the_run_failed_with_worker_crashed(cluster):
     for _ in range(4):  # the first try plus max_recoveries takeovers, plus one more
         process = cluster.worker(**env)
         await cluster.until(
-            lambda: process.process.poll() is not None or _finished_sync(cluster, run_id),
+            lambda p=process: p.process.poll() is not None or _finished_sync(cluster, run_id),
             what="crash",
         )
         if _finished_sync(cluster, run_id):

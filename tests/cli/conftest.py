@@ -76,11 +76,6 @@ class Cli:
         self, *, concurrency: int | None = None, env: Mapping[str, str] | None = None
     ) -> WorkerProcess:
         """Start `perdure worker cliapp:app`; stopped at the end of the test."""
-        if not self.database.exists():
-            # Create the database first: a process that opens a new database while another
-            # creates it fails "database is locked" (a known bug, see
-            # test_a_command_waits_while_another_process_holds_the_new_database).
-            self.ok("db", "migrate")
         process = WorkerProcess(
             APP,
             env={**self.env, **(env or {})},

@@ -224,12 +224,6 @@ def test_a_worker_stops_gracefully_on_sigterm(cli: Cli) -> None:
     assert process.terminate(timeout=20) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: store/sqlite.py SqliteStore._connect runs "
-    "migrations.check_schema outside _retry_busy, with timeout=0: a process "
-    "opening a new database while another creates it fails 'database is locked'",
-)
 def test_a_command_waits_while_another_process_holds_the_new_database(cli: Cli) -> None:
     holder = sqlite3.connect(cli.database, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")  # as a process does while it switches the file to WAL

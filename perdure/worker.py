@@ -58,6 +58,7 @@ class Worker:
         self.store = await self.app.store()
         await self._register()
         await self.store.set_queue_limits(self.app.queue_limits)
+        await self._name_unknown_tasks()
         heartbeat = threading.Thread(target=self._heartbeat, name="perdure-heartbeat", daemon=True)
         heartbeat.start()
         loops = [
@@ -84,6 +85,16 @@ class Worker:
             concurrency=self.concurrency,
         )
         await self.store.register_worker(info)
+
+    async def _name_unknown_tasks(self) -> None:
+        for task_id, count in sorted((await self.store.waiting_tasks()).items()):
+            if task_id not in self.app.tasks:
+                log.warning(
+                    "%d unfinished run(s) are for task %r, which this app does not define; "
+                    "they wait for a worker whose app does",
+                    count,
+                    task_id,
+                )
 
     # --- claiming ----------------------------------------------------------------------
 

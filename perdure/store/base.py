@@ -199,6 +199,10 @@ class Store(Protocol):
         of dead workers (a takeover, counted; past `max_recoveries` the run ends failed
         with WorkerCrashed instead). Each claim gets a fresh lease token."""
 
+    async def waiting_tasks(self) -> dict[str, int]:
+        """How many unfinished, unclaimed runs each task id has (for a worker to name
+        the ones its app does not define)."""
+
     async def cancel_requests(self, worker_id: str) -> list[str]:
         """Ids of runs this worker holds that have a cancellation request."""
 

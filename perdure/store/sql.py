@@ -204,3 +204,7 @@ LIST_RUNS = f"""SELECT {RUN_COLUMNS} FROM runs
             (SELECT created_at, id FROM runs WHERE id = :cursor))
     ORDER BY created_at DESC, id DESC
     LIMIT :limit"""
+
+WAITING_TASKS = """SELECT task_id, COUNT(*) AS n FROM runs
+    WHERE status IN ('queued', 'delayed', 'retrying', 'waiting')
+    GROUP BY task_id"""

@@ -384,6 +384,10 @@ class SqliteStore:
         value = rows[0][0] if rows else None
         return None if value is None else float(value)
 
+    async def waiting_tasks(self) -> dict[str, int]:
+        rows = await self._read_op(lambda tx: tx.rows(sql.WAITING_TASKS, {}))
+        return {r["task_id"]: r["n"] for r in rows}
+
     async def cancel_requests(self, worker_id: str) -> list[str]:
         rows = await self._read_op(
             lambda tx: tx.rows(sql.CANCEL_REQUESTS, {"worker_id": worker_id})

@@ -238,14 +238,13 @@ class App:
 
     def task(
         self,
-        fn: Callable[..., Any] | None = None,
         *,
         id: str,
         retry: Retry | None = None,
         queue: str | None = None,
         concurrency_limit: int | None = None,
         max_duration: float | timedelta | None = None,
-    ) -> Any:
+    ) -> Callable[[Callable[..., Any]], Task[Any, Any]]:
         """Register a function as a task. `queue` defaults to a queue of its own, named
         after `id`; `concurrency_limit` caps the runs of that queue running at once, across
         every worker; `max_duration` (seconds) caps an attempt's executing time."""
@@ -263,7 +262,7 @@ class App:
             self._register(task)
             return task
 
-        return register(fn) if fn is not None else register
+        return register
 
     def _register(self, task: Task[Any, Any]) -> None:
         if not task.id or not isinstance(task.id, str):

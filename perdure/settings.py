@@ -4,6 +4,7 @@ given in code wins; the variable fills in where the code gives none; then the de
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -35,6 +36,8 @@ class Settings:
     worker_concurrency: int = 100
 
     def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            _check_type(field.name, str(field.type), getattr(self, field.name))
         positive = (
             "lease_seconds",
             "heartbeat_seconds",
@@ -53,6 +56,22 @@ class Settings:
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+
+
+def _check_type(name: str, kind: str, value: Any) -> None:
+    if value is None and "None" in kind:
+        return
+    if kind.startswith("float"):
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        ok = ok and math.isfinite(value)
+        wanted = "a finite number of seconds" if "seconds" in name or name in (
+            "suspend_after", "pending_version_timeout", "idempotency_key_ttl") else "a number"
+    elif kind.startswith("int"):
+        ok, wanted = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    else:
+        ok, wanted = isinstance(value, str), "a string"
+    if not ok:
+        raise exceptions.ConfigurationError(f"setting {name} must be {wanted}, not {value!r}")
 
 
 def env_name(name: str) -> str:

@@ -59,6 +59,7 @@ class Worker:
         await self._register()
         await self.store.set_queue_limits(self.app.queue_limits)
         await self._name_unknown_tasks()
+        await self.store.reap_workers(self.settings.lease_seconds)  # before the first claim
         heartbeat = threading.Thread(target=self._heartbeat, name="perdure-heartbeat", daemon=True)
         heartbeat.start()
         loops = [
@@ -194,7 +195,8 @@ class Worker:
             await asyncio.sleep(self.settings.poll_seconds)
 
     async def _maintain(self) -> None:
-        await self.store.reap_workers(self.settings.lease_seconds)
+        if await self.store.reap_workers(self.settings.lease_seconds):
+            self.kick()  # their runs are claimable now
         if self.active:
             for run_id in await self.store.cancel_requests(self.id):
                 execution = self.active.get(run_id)

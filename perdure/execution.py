@@ -268,8 +268,8 @@ class Execution:
             )
             return
         error = runs.RunError(
-            type="MaxDurationExceeded",
-            message=f"the attempt executed for more than max_duration={limit}s "
+            type="timed_out",
+            message=f"max duration exceeded: the attempt executed for more than {limit}s "
             "(time spent in durable waits does not count)",
         )
         self._end(runs.RunStatus.TIMED_OUT, error)

@@ -18,9 +18,10 @@ from perdure import exceptions, serialization
 
 
 def short_type(exc: BaseException) -> str:
-    """``"module.QualName"`` of the exception's class; builtins go bare (``"ValueError"``)."""
+    """``"module.QualName"`` of the exception's class; builtins and perdure's own errors
+    (all exported as ``perdure.<Name>``) go bare (``"ValueError"``, ``"NonRetryableError"``)."""
     cls = type(exc)
-    if cls.__module__ == "builtins":
+    if cls.__module__ == "builtins" or cls.__module__ == "perdure.exceptions":
         return cls.__qualname__
     return f"{cls.__module__}.{cls.__qualname__}"
 

@@ -74,7 +74,7 @@ async def test_a_step_result_json_cannot_carry_fails_that_step_naming_its_type(m
         handle = await task.trigger()
         with pytest.raises(perdure.RunFailed) as failed:
             await handle.result(timeout=10)
-    assert failed.value.error.type == "perdure.exceptions.PayloadError"
+    assert failed.value.error.type == "PayloadError"
     assert "result of step 'tags'" in failed.value.error.message
     assert "set" in failed.value.error.message
     assert calls["n"] == 1  # retrying cannot help: no retry, of the step or the task

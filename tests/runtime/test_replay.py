@@ -103,7 +103,7 @@ async def test_changed_code_fails_with_a_readable_nondeterminism_error_then_retr
         with pytest.raises(perdure.RunFailed) as failed:
             await handle.result(timeout=10)
         error = failed.value.error
-        assert error is not None and error.type == "perdure.exceptions.NonDeterminismError"
+        assert error is not None and error.type == "NonDeterminismError"
         assert "['0', 1]" in error.message
         assert "step 'b'" in error.message and "step 'a'" in error.message
         run = await app.runs.get(handle.id)

@@ -145,7 +145,7 @@ async def test_non_retryable_error_fails_the_run_at_once(make_app):
         with pytest.raises(perdure.RunFailed) as failed:
             await handle.result(timeout=10)
     assert calls["n"] == 1
-    assert failed.value.error.type == "perdure.exceptions.NonRetryableError"
+    assert failed.value.error.type == "NonRetryableError"
     assert "card declined" in failed.value.error.message
     assert (await app.runs.get(handle.id)).attempts == 1
 
@@ -244,7 +244,7 @@ async def test_max_duration_ends_the_run_timed_out(make_app):
     run = await app.runs.get(handle.id)
     assert run.status is perdure.RunStatus.TIMED_OUT
     assert run.attempts == 1  # a timed-out run is not retried
-    assert failed.value.error.type == "MaxDurationExceeded"
+    assert failed.value.error.type == "timed_out"
 
 
 async def test_max_duration_does_not_count_durable_waits(make_app):

@@ -187,5 +187,5 @@ def test_an_exception_never_raised_has_no_traceback() -> None:
 
 def test_short_type_names_builtins_bare_and_others_in_full() -> None:
     assert failures.short_type(ValueError()) == "ValueError"
-    assert failures.short_type(exceptions.PayloadError()) == "perdure.exceptions.PayloadError"
+    assert failures.short_type(exceptions.PayloadError()) == "PayloadError"
     assert failures.short_type(Outer.Inner()) == f"{Outer.__module__}.Outer.Inner"

@@ -89,7 +89,7 @@ async def occupy(seconds: float) -> None:
     effect("occupy-end")
 
 
-@app.task(id="limited", queue="narrow", concurrency_limit=2)
+@app.task(id="limited", queue="narrow", concurrency_limit=3)
 async def limited(payload: dict) -> None:
     await occupy(payload["seconds"])
 

@@ -207,3 +207,27 @@ async def test_sleep_outside_a_task_is_a_clear_error():
     with pytest.raises(RuntimeError, match="outside a task run"):
         await perdure.sleep(1)
     assert perdure.now().tzinfo is UTC  # plain values outside a run
+
+
+async def test_a_task_group_of_sleeping_branches_suspends_and_replays_per_branch(make_app):
+    app = make_app(suspend_after=0.2)
+    ran: list[str] = []
+
+    async def branch(name: str, seconds: float) -> str:
+        await perdure.run_step(f"before {name}", lambda: ran.append(name) or name)
+        await perdure.sleep(seconds)
+        return await perdure.run_step(f"after {name}", lambda: f"{name} done")
+
+    @app.task(id="group")
+    async def group() -> list[str]:
+        async with asyncio.TaskGroup() as tasks:
+            first = tasks.create_task(branch("x", 0.6))
+            second = tasks.create_task(branch("y", 0.7))
+        return [first.result(), second.result()]
+
+    async with testing.worker(app):
+        handle = await group.trigger()
+        assert await handle.result(timeout=10) == ["x done", "y done"]
+    trace = await app.runs.trace(handle.id)
+    assert "waiting" in [e.to_status for e in trace.events]  # the parent did not pin it
+    assert sorted(ran) == ["x", "y"]  # each "before" step ran once, across the suspension

@@ -150,9 +150,22 @@ class Worker:
             await execution.run()
         except Exception:
             log.exception("run %s: the worker could not record its outcome", execution.run_id)
+            await self._hand_back(execution)
         finally:
             self.active.pop(execution.run_id, None)
             self.kick()
+
+    async def _hand_back(self, execution: Execution) -> None:
+        """A run whose outcome could not be recorded must not stay held by a live worker:
+        release it (retrying while the store recovers) so that it runs again."""
+        execution.freeze(signals.LeaseLost())
+        for pause in (0.1, 0.5, 1, 2, 5, 10, 30):
+            try:
+                await self.store.release(execution.lease, execution.executed_seconds(), None)
+                return
+            except Exception:  # the store may be back in a moment
+                await asyncio.sleep(pause)
+        log.error("run %s stays held by this worker until it restarts", execution.run_id)
 
     # --- liveness ------------------------------------------------------------------------
 

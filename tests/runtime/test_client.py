@@ -181,3 +181,30 @@ async def test_one_write_per_step_and_the_journal_read_once_per_execution(make_a
     async with testing.worker(app):
         assert await (await ten.trigger()).result(timeout=10) == 45
     assert calls == {"checkpoint": 10, "journal": 0}  # the journal comes with the claim
+
+
+async def test_a_run_whose_outcome_could_not_be_recorded_is_handed_back_and_completes(make_app):
+    app = make_app()
+    store = await app.store()
+    original_finish = store.finish
+    failures = {"left": 1}
+    ran: list[int] = []
+
+    async def flaky_finish(*args, **kwargs):
+        if failures["left"]:
+            failures["left"] -= 1
+            raise perdure.StoreError("disk I/O error (injected)")
+        return await original_finish(*args, **kwargs)
+
+    store.finish = flaky_finish
+
+    @app.task(id="steady")
+    async def steady() -> int:
+        return await perdure.run_step("once", lambda: ran.append(1) or 7)
+
+    async with testing.worker(app):
+        handle = await steady.trigger()
+        assert await handle.result(timeout=10) == 7
+    assert ran == [1]  # the second execution replayed the step
+    statuses = [e.to_status for e in (await app.runs.trace(handle.id)).events]
+    assert statuses == ["queued", "running", "queued", "running", "completed"]

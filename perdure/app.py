@@ -143,7 +143,8 @@ class Runs:
         if payload is not None:
             if task is None:
                 raise exceptions.ConfigurationError(
-                    f"this app has no task {original.task_id!r} to validate the new payload"
+                    f"this app has no task {original.task_id!r} to validate the new payload; "
+                    "pass the app that defines it (--app module:attribute or PERDURE_APP)"
                 )
             text = self.app.encode_payload(task, payload)
         before = None if from_position is None else _position(from_position)

@@ -103,7 +103,7 @@ def cmd_trigger(args: argparse.Namespace) -> int:
         return 0
     try:
         output = handle.result_sync(timeout=args.timeout)
-    except (exceptions.RunFailed, exceptions.RunCanceled) as error:
+    except (exceptions.RunFailed, exceptions.RunCanceled, TimeoutError) as error:
         print(f"perdure: {error}", file=sys.stderr)
         return 1
     print(task.output_codec.dump(output))

@@ -64,8 +64,12 @@ def _check_type(name: str, kind: str, value: Any) -> None:
     if kind.startswith("float"):
         ok = isinstance(value, int | float) and not isinstance(value, bool)
         ok = ok and math.isfinite(value)
-        wanted = "a finite number of seconds" if "seconds" in name or name in (
-            "suspend_after", "pending_version_timeout", "idempotency_key_ttl") else "a number"
+        wanted = (
+            "a finite number of seconds"
+            if "seconds" in name
+            or name in ("suspend_after", "pending_version_timeout", "idempotency_key_ttl")
+            else "a number"
+        )
     elif kind.startswith("int"):
         ok, wanted = isinstance(value, int) and not isinstance(value, bool), "an integer"
     else:
@@ -82,11 +86,16 @@ def _parse(name: str, text: str) -> Any:
     kind = FIELDS[name].type
     try:
         if kind in ("float", float):
-            return float(text)
+            value = float(text)
+            if not math.isfinite(value):
+                raise ValueError(text)
+            return value
         if kind in ("int", int):
             return int(text)
     except ValueError:
-        raise exceptions.ConfigurationError(f"{env_name(name)}={text!r} is not a number") from None
+        raise exceptions.ConfigurationError(
+            f"{env_name(name)}={text!r} is not a finite number"
+        ) from None
     return text
 
 

@@ -144,8 +144,9 @@ async def test_a_queue_limit_holds_across_worker_processes(cluster):
     cluster.worker(PERDURE_WORKER_CONCURRENCY="2")
     cluster.worker(PERDURE_WORKER_CONCURRENCY="2")
     log = cluster.dir / "workers.log"
-    await cluster.until(lambda: log.exists() and log.read_text().count("serving") == 2,
-                        what="both workers up")
+    await cluster.until(
+        lambda: log.exists() and log.read_text().count("serving") == 2, what="both workers up"
+    )
     ids = [await cluster.trigger("limited", {"seconds": 0.4}) for _ in range(12)]
     for run_id in ids:
         await cluster.until(lambda r=run_id: _finished(cluster, r), what="all done")

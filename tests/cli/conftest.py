@@ -33,7 +33,7 @@ class Cli:
             **inherited,
             **FAST_ENV,
             "PERDURE_DATABASE_URL": f"sqlite:///{self.database}",
-            "PYTHONPATH": os.pathsep.join([str(HERE), inherited.get("PYTHONPATH", "")]),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), inherited.get("PYTHONPATH")])),
         }
         self.workers: list[WorkerProcess] = []
 

@@ -48,11 +48,6 @@ def test_trigger_wait_prints_the_error_on_stderr_and_exits_1(cli: Cli) -> None:
     assert run["error"]["message"] == "kaboom: the task gave up"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: cli.cmd_trigger does not catch the TimeoutError "
-    "of result_sync(timeout=...): a traceback instead of one line",
-)
 def test_trigger_wait_that_times_out_says_so_in_one_line(cli: Cli) -> None:
     done = cli("trigger", "echo", "--app", APP, "--payload", "{}", "--wait", "--timeout", "0.2")
     assert "Traceback" not in done.stderr, done.stderr

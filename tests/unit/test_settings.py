@@ -118,11 +118,6 @@ def test_a_fraction_for_a_whole_number_setting_is_a_configuration_error(
         settings.resolve({}, environ={setting.variable: "2.5"})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: float('nan') passes the positivity checks of "
-    "settings.Settings.__post_init__ (nan <= 0 is False)",
-)
 @pytest.mark.parametrize("variable", ["PERDURE_POLL_SECONDS", "PERDURE_LEASE_SECONDS"])
 def test_nan_is_not_a_usable_duration(variable: str) -> None:
     with pytest.raises(perdure.ConfigurationError, match=variable):
@@ -149,14 +144,21 @@ def test_a_zero_for_a_positive_setting_is_a_configuration_error(name: str) -> No
         settings.resolve({name: 0}, environ={})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a code argument of the wrong type reaches "
-    "Settings.__post_init__'s `<= 0` and raises TypeError",
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("lease_seconds", "40"),
+        ("max_recoveries", 2.5),
+        ("worker_concurrency", True),
+        ("api_key", 123),
+        ("poll_seconds", float("inf")),
+    ],
 )
-def test_a_code_argument_of_the_wrong_type_is_a_configuration_error() -> None:
-    with pytest.raises(perdure.ConfigurationError, match="lease_seconds"):
-        settings.resolve({"lease_seconds": "40"}, environ={})
+def test_a_code_argument_of_the_wrong_type_is_a_configuration_error(
+    name: str, value: object
+) -> None:
+    with pytest.raises(perdure.ConfigurationError, match=name):
+        settings.resolve({name: value}, environ={})
 
 
 # --- through App(...) and the real process environment ------------------------------------------

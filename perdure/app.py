@@ -319,14 +319,16 @@ class App:
         task: Task[Any, Out],
         payload: Any,
         *,
-        idempotency_key: str | None,
-        delay: float | timedelta | datetime | None,
-        ttl: float | timedelta | None,
-        tags: list[str] | None,
-        queue: str | None,
-        concurrency_key: str | None,
-        priority: int,
+        idempotency_key: str | None = None,
+        delay: float | timedelta | datetime | None = None,
+        ttl: float | timedelta | None = None,
+        tags: list[str] | None = None,
+        queue: str | None = None,
+        concurrency_key: str | None = None,
+        priority: int = 0,
     ) -> RunHandle[Out]:
+        """Start a run of `task` (which may belong to another App: a client of this
+        App's database needs only the task's definition)."""
         text = self.encode_payload(task, payload)
         if isinstance(delay, datetime):
             if delay.tzinfo is None:

@@ -43,17 +43,7 @@ class Cluster:
         return process
 
     async def trigger(self, task_id: str, payload: object = None) -> str:
-        handle = await self.client.trigger(
-            self.tasks[task_id],
-            payload,
-            idempotency_key=None,
-            delay=None,
-            ttl=None,
-            tags=None,
-            queue=None,
-            concurrency_key=None,
-            priority=0,
-        )
+        handle = await self.client.trigger(self.tasks[task_id], payload)
         return handle.id
 
     def effects(self, run_id: str | None = None) -> list[list[str]]:

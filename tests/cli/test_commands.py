@@ -242,3 +242,32 @@ def test_a_command_waits_while_another_process_holds_the_new_database(cli: Cli) 
         if process.poll() is None:
             process.kill()
             process.communicate(timeout=10)
+
+
+def test_perdure_dev_serves_the_app_like_a_worker(cli: Cli) -> None:
+    dev = subprocess.Popen(
+        [sys.executable, "-m", "perdure", "dev", APP],
+        env=cli.env,
+        cwd=cli.home,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert dev.stdout is not None
+        assert dev.stdout.readline().startswith("perdure dev: ")
+        out = cli.ok(
+            "trigger",
+            "echo",
+            "--app",
+            APP,
+            "--payload",
+            '{"via": "dev"}',
+            "--wait",
+            "--timeout",
+            "30",
+        )
+        assert json.loads(out) == {"via": "dev"}
+    finally:
+        dev.terminate()
+        dev.wait(20)

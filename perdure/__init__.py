@@ -19,6 +19,7 @@ from perdure.exceptions import (
     RunNotFound,
     StepFailed,
     StoreError,
+    TokenNotFound,
     WaitTimeout,
 )
 from perdure.retry import Retry
@@ -26,6 +27,7 @@ from perdure.runs import Run, RunError, RunStatus
 from perdure.runtime import (
     RunContext,
     context,
+    create_token,
     logger,
     metadata,
     now,
@@ -34,8 +36,10 @@ from perdure.runtime import (
     sleep,
     sleep_until,
     uuid4,
+    wait_for_token,
 )
 from perdure.tasks import Task, step
+from perdure.tokens import Token, TokenRecord, TokenStatus
 
 __version__ = "0.1.0"
 
@@ -60,8 +64,13 @@ __all__ = [
     "StepFailed",
     "StoreError",
     "Task",
+    "Token",
+    "TokenNotFound",
+    "TokenRecord",
+    "TokenStatus",
     "WaitTimeout",
     "context",
+    "create_token",
     "logger",
     "metadata",
     "now",
@@ -71,4 +80,5 @@ __all__ = [
     "sleep_until",
     "step",
     "uuid4",
+    "wait_for_token",
 ]

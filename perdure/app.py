@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import json
 import os
 import secrets
 import threading
 import time
 from collections.abc import Callable, Coroutine
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
-from perdure import exceptions, runs, settings, store
+from perdure import exceptions, runs, serialization, settings, store, tokens
 from perdure.retry import Retry
 from perdure.store import base
 from perdure.tasks import Out, Task
@@ -201,6 +202,79 @@ class Runs:
         return self.app.portal.run(self.wait(run_id, timeout))
 
 
+class Tokens:
+    """`app.tokens`: complete and inspect tokens. Each call has a `_sync` twin."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    async def complete(self, token_id: str, data: Any = None) -> tokens.TokenRecord:
+        """Complete a waiting token with JSON `data`, waking the runs waiting on it. The
+        first completion wins: completing again, an unknown token or a timed-out one raise
+        a clear error."""
+        text = serialization.to_json(data, f"data for token {token_id}")
+        limit = self.app.settings.max_payload_bytes
+        if len(text.encode()) > limit:
+            raise exceptions.PayloadError(
+                f"data for token {token_id} is {len(text.encode())} bytes, over "
+                f"max_payload_bytes={limit}"
+            )
+        await (await self.app.store()).complete_token(token_id, text)
+        return await self.get(token_id)
+
+    async def get(self, token_id: str) -> tokens.TokenRecord:
+        row = await (await self.app.store()).get_token(token_id)
+        if row is None:
+            raise exceptions.TokenNotFound(f"no token has the id {token_id!r}")
+        return await self._record(row)
+
+    async def list(
+        self,
+        *,
+        status: str | tokens.TokenStatus | None = None,
+        run_id: str | None = None,
+        tag: str | None = None,
+        limit: int = 100,
+    ) -> builtins.list[tokens.TokenRecord]:
+        """Tokens matching every filter given, newest first."""
+        value = None if status is None else tokens.TokenStatus(status).value
+        rows = await (await self.app.store()).list_tokens(value, run_id, tag, limit)
+        return [await self._record(row) for row in rows]
+
+    async def _record(self, row: dict[str, Any]) -> tokens.TokenRecord:
+        secret = await self.app.token_secret()
+        expired = (
+            row["status"] == "waiting"
+            and row["timeout_at"] is not None
+            and (row["timeout_at"] <= time.time())
+        )
+        return tokens.TokenRecord(
+            id=row["id"],
+            url=tokens.url_for(self.app.settings.public_url, secret, row["id"]),
+            status=tokens.TokenStatus("timed_out" if expired else row["status"]),
+            data=None if row["data"] is None else json.loads(row["data"]),
+            run_id=row["run_id"],
+            tags=json.loads(row["tags"]),
+            idempotency_key=row["idempotency_key"],
+            timeout_at=_time(row["timeout_at"]),
+            created_at=_time(row["created_at"]),
+            completed_at=_time(row["completed_at"]),
+        )
+
+    def complete_sync(self, token_id: str, data: Any = None) -> tokens.TokenRecord:
+        return self.app.portal.run(self.complete(token_id, data))
+
+    def get_sync(self, token_id: str) -> tokens.TokenRecord:
+        return self.app.portal.run(self.get(token_id))
+
+    def list_sync(self, **filters: Any) -> builtins.list[tokens.TokenRecord]:
+        return self.app.portal.run(self.list(**filters))
+
+
+def _time(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
 def _position(value: Any) -> runs.Key:
     if isinstance(value, runs.Key):
         return value
@@ -227,6 +301,8 @@ class App:
         self.tasks: dict[str, Task[Any, Any]] = {}
         self.queue_limits: dict[str, int | None] = {}
         self.runs = Runs(self)
+        self.tokens = Tokens(self)
+        self._secret: str | None = None
         self.portal = Portal()
         self._store: base.Store | None = None
         self._store_pid = 0
@@ -295,6 +371,14 @@ class App:
             db = self._store
         await db.open()
         return db
+
+    async def token_secret(self) -> str:
+        """The secret that signs token URLs: `secret_key`, else one generated once and kept
+        in the store, so every worker and server shares it."""
+        if self._secret is None:
+            given = self.settings.secret_key
+            self._secret = given or await (await self.store()).secret(secrets.token_hex(32))
+        return self._secret
 
     async def close(self) -> None:
         if self._store is not None:

@@ -35,6 +35,7 @@ class Branch:
         self.thread_ident: int | None = None
         self.bridge: Bridge | None = None
         self.wait_deadline: float | None = None
+        self.wait_token: str | None = None
         self.in_step = 0
         self.children: list[Branch] = []
         self.cancel_delivered = False

@@ -152,6 +152,49 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tokens(args: argparse.Namespace) -> int:
+    app = client_app(args.app)
+    if args.action == "list":
+        found = app.tokens.list_sync(
+            status=args.status, run_id=args.run, tag=args.tag, limit=args.limit
+        )
+        if args.json:
+            print(json.dumps([_token_json(t) for t in found], indent=2))
+            return 0
+        if not found:
+            print("no tokens")
+            return 0
+        rows = [("ID", "STATUS", "RUN", "CREATED")]
+        rows += [(t.id, t.status.value, t.run_id or "-", _when(t.created_at)) for t in found]
+        _print_rows(rows)
+        return 0
+    if not args.id:
+        raise UsageError("perdure tokens complete needs a token id")
+    data = _json_arg(args.data, "--data")
+    record = app.tokens.complete_sync(args.id, data)
+    print(f"{record.id}: {record.status.value}")
+    return 0
+
+
+def _token_json(token: Any) -> dict[str, Any]:
+    data = dict(token.__dict__)
+    data["status"] = token.status.value
+    for key in ("timeout_at", "created_at", "completed_at"):
+        value = data[key]
+        data[key] = value.isoformat() if isinstance(value, datetime) else value
+    return data
+
+
+def _when(value: datetime | None) -> str:
+    return "-" if value is None else value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _print_rows(rows: Sequence[tuple[str, ...]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
 def cmd_db(args: argparse.Namespace) -> int:
     app = client_app(args.app)
 
@@ -183,12 +226,8 @@ def _print_table(found: list[runs.Run]) -> None:
         print("no runs")
         return
     rows = [("ID", "TASK", "STATUS", "ATTEMPTS", "CREATED")]
-    for r in found:
-        created = r.created_at.astimezone().strftime("%Y-%m-%d %H:%M:%S")
-        rows.append((r.id, r.task_id, r.status.value, str(r.attempts), created))
-    widths = [max(len(row[i]) for row in rows) for i in range(5)]
-    for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    rows += [(r.id, r.task_id, r.status.value, str(r.attempts), _when(r.created_at)) for r in found]
+    _print_rows(rows)
 
 
 def _json_arg(text: str | None, flag: str) -> Any:
@@ -255,6 +294,23 @@ def parser() -> argparse.ArgumentParser:
         help="replay: fork from journal key BRANCH:SEQ (entries before it are kept)",
     )
 
+    p = sub.add_parser(
+        "tokens",
+        help="list or complete tokens (approvals, webhooks)",
+        description="list or complete tokens (approvals, webhooks)",
+    )
+    p.add_argument("action", choices=["list", "complete"])
+    p.add_argument("id", nargs="?", help="the token id")
+    p.add_argument("--data", default=None, help="complete: the data as JSON")
+    p.add_argument("--app", default=None, help="module:attribute (default PERDURE_APP)")
+    p.add_argument(
+        "--status", default=None, choices=["waiting", "completed", "timed_out", "canceled"]
+    )
+    p.add_argument("--run", default=None, help="only the tokens of this run")
+    p.add_argument("--tag", default=None)
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--json", action="store_true", help="print JSON")
+
     p = sub.add_parser("db", help="database maintenance", description="database maintenance")
     p.add_argument("action", choices=["migrate"])
     p.add_argument("--app", default=None, help="module:attribute (default PERDURE_APP)")
@@ -274,6 +330,8 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
             code = cmd_trigger(args)
         elif args.command == "runs":
             code = cmd_runs(args)
+        elif args.command == "tokens":
+            code = cmd_tokens(args)
         else:
             code = cmd_db(args)
     except (UsageError, exceptions.PerdureError) as error:

@@ -12,6 +12,7 @@
     ├── RunCanceled             a run ended canceled
     ├── WaitTimeout             a durable wait reached its timeout
     ├── RunNotFound             no run has that id
+    ├── TokenNotFound           no token has that id
     └── InvalidTransition       the run is not in a status that allows the call
 
 Any exception may carry ``retry_after`` (seconds) to ask for a specific delay before the
@@ -93,6 +94,10 @@ class WaitTimeout(PerdureError):
 
 class RunNotFound(PerdureError):
     """No run has that id."""
+
+
+class TokenNotFound(PerdureError):
+    """No token has that id."""
 
 
 class InvalidTransition(PerdureError):

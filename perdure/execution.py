@@ -13,12 +13,23 @@ import asyncio
 import contextvars
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from perdure import exceptions, failures, journal, runs, runtime, signals, steps
+from perdure import (
+    exceptions,
+    failures,
+    journal,
+    runs,
+    runtime,
+    signals,
+    steps,
+    token_waits,
+    tokens,
+)
 from perdure.branches import Branch, Bridge
 from perdure.store import base
 
@@ -173,7 +184,7 @@ class Execution:
         if delay is None:
             await self._finish(runs.RunStatus.FAILED, None, _run_error(error), drop)
             return
-        await self._flush_values()
+        await self.flush_values()
         await self.store.retry_later(
             self.lease, _run_error(error), delay, drop, self._take_progress()
         )
@@ -326,16 +337,17 @@ class Execution:
         if self.frozen is not None or self.body_done:
             return
         self.freeze(signals.Suspended())
-        await self._flush_values()
+        await self.flush_values()
+        tokens = [b.wait_token for b in self.branches if b.live and b.wait_token]
         ok = await self.store.suspend(
-            self.lease, deadline, self.executed_seconds(), self._take_progress()
+            self.lease, deadline, self.executed_seconds(), self._take_progress(), tokens
         )
         if not ok:
             log.warning("run %s: lease lost before suspension", self.run_id)
 
     # --- durable operations ----------------------------------------------------------------
 
-    def _match(self, key: runs.Key, kind: runs.EntryKind, name: str) -> runs.Entry | None:
+    def match(self, key: runs.Key, kind: runs.EntryKind, name: str) -> runs.Entry | None:
         try:
             return self.journal.match(key, kind, name)
         except exceptions.NonDeterminismError as error:
@@ -343,7 +355,7 @@ class Execution:
             self.freeze(signals.Ended())
             raise
 
-    def _enter(self, branch: Branch) -> None:
+    def enter(self, branch: Branch) -> None:
         """Checks at the start of every durable operation."""
         if self.draining:
             self.freeze(signals.ShuttingDown())
@@ -368,31 +380,42 @@ class Execution:
         for entry in entries:
             self.journal.put(entry)
 
-    async def _flush_values(self) -> None:
+    async def flush_values(self) -> None:
         if self.pending_values:
             batch, self.pending_values = self.pending_values, []
             await self.store.checkpoint(self.lease, batch, None)
 
-    async def wait_until(self, branch: Branch, deadline: float) -> None:
-        """A durable wait: blocks the branch until `deadline` (database clock)."""
-        delay = deadline - self.db_now()
+    async def wait_until(
+        self, branch: Branch, deadline: float | None, token: str | None = None
+    ) -> None:
+        """A durable wait: blocks the branch until `deadline` (database clock; None: no
+        deadline), or, waiting on a token, until the worker sees it settled."""
+        limit = math.inf if deadline is None else deadline
+        delay = limit - self.db_now()
         if delay <= 0:
             return
         future: asyncio.Future[None] = self.loop.create_future()
-        handle = self.loop.call_later(delay, _resolve, future, context=_NO_RUN)
-        branch.wait_deadline = deadline
+        handle = None
+        if math.isfinite(delay):
+            handle = self.loop.call_later(delay, _resolve, future, context=_NO_RUN)
+        if token is not None:
+            self.worker.watch_token(token, future)
+        branch.wait_deadline, branch.wait_token = limit, token
         self.schedule_check()
         try:
             await future
         finally:
-            handle.cancel()
-            branch.wait_deadline = None
+            if handle is not None:
+                handle.cancel()
+            if token is not None:
+                self.worker.unwatch_token(token, future)
+            branch.wait_deadline, branch.wait_token = None, None
             self._resume_clock()
 
     async def sleep(self, branch: Branch, delay: float | None, until: float | None) -> None:
-        self._enter(branch)
+        self.enter(branch)
         key = branch.next_key()
-        entry = self._match(key, runs.EntryKind.SLEEP, "sleep")
+        entry = self.match(key, runs.EntryKind.SLEEP, "sleep")
         if entry is None:
             now = self.db_now()
             wake_at = until if until is not None else now + (delay or 0.0)
@@ -413,6 +436,14 @@ class Execution:
         self, branch: Branch, spec: StepSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         return await steps.run(self, branch, spec, args, kwargs)
+
+    async def create_token(
+        self, branch: Branch, timeout: float | None, tags: list[str], key: str | None
+    ) -> tokens.Token:
+        return await token_waits.create(self, branch, timeout, tags, key)
+
+    async def wait_for_token(self, branch: Branch, token: tokens.Token | str) -> Any:
+        return await token_waits.wait(self, branch, token)
 
     def end_step(self, branch: Branch) -> None:
         branch.in_step -= 1

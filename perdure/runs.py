@@ -98,6 +98,8 @@ class EntryKind(enum.StrEnum):
     STEP = "step"
     SLEEP = "sleep"
     VALUE = "value"  # now / random / uuid4
+    TOKEN = "token"  # create_token
+    WAIT = "wait"  # wait_for_token; the entry's name is the token id
 
 
 class EntryStatus(enum.StrEnum):

@@ -106,6 +106,30 @@ def sleep_until(when: datetime) -> Any:
     return durable("sleep_until", lambda b: b.execution.sleep(b, delay=None, until=until))
 
 
+def create_token(
+    *,
+    timeout: float | timedelta | None = None,
+    tags: list[str] | None = None,
+    idempotency_key: str | None = None,
+) -> Any:
+    """Create a token that something outside the run completes (an API call, its URL, the
+    CLI): a human approval, a webhook. Returns `Token(id, url)`; the same token on every
+    replay. With `idempotency_key`, an open token holding that key is returned instead."""
+    seconds = None if timeout is None else _seconds(timeout, "create_token(timeout=...)")
+    tag_list = list(tags or [])
+    return durable(
+        "create_token",
+        lambda b: b.execution.create_token(b, seconds, tag_list, idempotency_key),
+    )
+
+
+def wait_for_token(token: Any) -> Any:
+    """Durably wait until the token is completed and return the JSON data it was completed
+    with; raises `perdure.WaitTimeout` when its timeout passes first. The run leaves worker
+    memory while it waits."""
+    return durable("wait_for_token", lambda b: b.execution.wait_for_token(b, token))
+
+
 def run_step(name: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
     """Run `fn(*args, **kwargs)` as a step named `name`: its result is recorded once it
     succeeds and returned from the journal on replay."""

@@ -35,9 +35,9 @@ async def run(
     ex: Execution, branch: Branch, spec: StepSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
     """A step: replayed from the journal, or run live (with retries) and recorded."""
-    ex._enter(branch)
+    ex.enter(branch)
     key = branch.next_key()
-    entry = ex._match(key, runs.EntryKind.STEP, spec.name)
+    entry = ex.match(key, runs.EntryKind.STEP, spec.name)
     attempts = 0
     if entry is not None:
         if entry.status is runs.EntryStatus.COMPLETED:

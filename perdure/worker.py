@@ -39,6 +39,7 @@ class Worker:
         self._stopping = False
         self._tick = time.monotonic()
         self._heartbeat_stop = threading.Event()
+        self._watched: dict[str, set[asyncio.Future[None]]] = {}
         self.store: base.Store
         self.body_pool = concurrent.futures.ThreadPoolExecutor(self.concurrency, "perdure-body")
         self.step_pool = concurrent.futures.ThreadPoolExecutor(self.concurrency, "perdure-step")
@@ -56,6 +57,7 @@ class Worker:
         self.loop = asyncio.get_running_loop()
         self.loop.set_task_factory(branches.task_factory)  # type: ignore[arg-type]
         self.store = await self.app.store()
+        self.secret = await self.app.token_secret()
         await self._register()
         await self.store.set_queue_limits(self.app.queue_limits)
         await self._name_unknown_tasks()
@@ -167,6 +169,29 @@ class Worker:
                 await asyncio.sleep(pause)
         log.error("run %s stays held by this worker until it restarts", execution.run_id)
 
+    # --- tokens waited on in memory ---------------------------------------------------------
+
+    def watch_token(self, token: str, future: asyncio.Future[None]) -> None:
+        """A run in memory waits on this token: resolve `future` when it is settled."""
+        self._watched.setdefault(token, set()).add(future)
+
+    def unwatch_token(self, token: str, future: asyncio.Future[None]) -> None:
+        futures = self._watched.get(token)
+        if futures is not None:
+            futures.discard(future)
+            if not futures:
+                del self._watched[token]
+
+    async def _check_tokens(self) -> None:
+        if not self._watched:
+            return
+        states = await self.store.token_states(list(self._watched))
+        for token, status in states.items():
+            if status != "waiting":
+                for future in self._watched.get(token, ()):
+                    if not future.done():
+                        future.set_result(None)
+
     # --- liveness ------------------------------------------------------------------------
 
     async def _tick_loop(self) -> None:
@@ -217,6 +242,7 @@ class Worker:
                     execution.request_cancel()
             for execution in list(self.active.values()):
                 await execution.flush_progress()
+        await self._check_tokens()
 
     async def _wakeup_loop(self) -> None:
         wakeup = getattr(self.store, "wakeup", None)
@@ -227,6 +253,7 @@ class Worker:
                 self.kick()
                 if self.active:
                     self.spawn(self._check_cancels())
+                    self.spawn(self._check_tokens())
 
     async def _check_cancels(self) -> None:
         for run_id in await self.store.cancel_requests(self.id):

@@ -10,9 +10,12 @@ duplicate.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from perdure import runs
+
+if TYPE_CHECKING:
+    from perdure.store.waits import WaitState
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -213,9 +216,15 @@ class Store(Protocol):
         """Record (insert or update) journal entries, logs and metadata atomically."""
 
     async def suspend(
-        self, lease: Lease, due_at: float, executed_seconds: float, progress: Progress | None
+        self,
+        lease: Lease,
+        due_at: float,
+        executed_seconds: float,
+        progress: Progress | None,
+        tokens: list[str] | None = None,
     ) -> bool:
-        """Mark the run `waiting` until `due_at`, free its slot and its lease."""
+        """Mark the run `waiting` until `due_at`, free its slot and its lease. When one of
+        the `tokens` it waits on was completed (or timed out) meanwhile, it is due at once."""
 
     async def release(
         self, lease: Lease, executed_seconds: float, progress: Progress | None
@@ -244,3 +253,42 @@ class Store(Protocol):
     ) -> bool:
         """End the run with a terminal status; frees the idempotency key when the status
         does. The `drop` entries stay for the trace; `retry_run` deletes them."""
+
+    # --- tokens ----------------------------------------------------------------------
+    async def create_token(
+        self,
+        lease: Lease,
+        entry: runs.Entry,
+        token_id: str,
+        timeout_at: float | None,
+        tags: list[str],
+        key: str | None,
+    ) -> str | None:
+        """Create a waiting token and record `entry` (its creation) in one transaction;
+        returns the token's id (an open token holding `key` is reused), None if the lease
+        is lost."""
+
+    async def wait_token(self, lease: Lease, entry: runs.Entry) -> WaitState | None:
+        """Record a wait on the token named by `entry.name`: pending while it waits,
+        settled (completed with its data, or failed) when it is no longer waiting. A token
+        past its timeout times out here. None if the lease is lost."""
+
+    async def complete_token(self, token_id: str, data: str) -> list[str]:
+        """Complete a waiting token with JSON `data`: the first completion wins (a second
+        one raises InvalidTransition; unknown: TokenNotFound; timed out: InvalidTransition).
+        Settles every wait on it and makes the waiting runs due; returns their ids."""
+
+    async def token_states(self, token_ids: list[str]) -> dict[str, str]:
+        """The status of each token (waiting past its timeout counts as timed_out)."""
+
+    async def get_token(self, token_id: str) -> dict[str, Any] | None:
+        """The token's row, or None."""
+
+    async def list_tokens(
+        self, status: str | None, run_id: str | None, tag: str | None, limit: int
+    ) -> list[dict[str, Any]]:
+        """Tokens matching the filters, newest first."""
+
+    async def secret(self, generated: str) -> str:
+        """The secret that signs token URLs, stored on first use (`generated`) so every
+        process shares it."""

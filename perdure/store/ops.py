@@ -271,11 +271,11 @@ def _end_orphan(tx: Tx, row: Row, recoveries: int, max_recoveries: int) -> None:
 # --- writes of a leased run ------------------------------------------------------------------
 
 
-def _lease_held(tx: Tx, lease: base.Lease) -> bool:
+def lease_held(tx: Tx, lease: base.Lease) -> bool:
     return bool(tx.rows(sql.CHECK_LEASE, {"run_id": lease.run_id, "token": lease.token}))
 
 
-def _entry_params(run_id: str, e: runs.Entry) -> dict[str, Any]:
+def entry_params(run_id: str, e: runs.Entry) -> dict[str, Any]:
     return {
         "run_id": run_id,
         "branch": e.key.branch,
@@ -321,10 +321,10 @@ def checkpoint(
     tx: Tx, lease: base.Lease, entries: list[runs.Entry], progress: base.Progress | None
 ) -> bool:
     """Entries' `result` must already be JSON text (or None)."""
-    if not _lease_held(tx, lease):
+    if not lease_held(tx, lease):
         return False
     for entry in entries:
-        tx.run(sql.UPSERT_ENTRY, _entry_params(lease.run_id, entry))
+        tx.run(sql.UPSERT_ENTRY, entry_params(lease.run_id, entry))
     _progress(tx, lease.run_id, progress)
     return True
 
@@ -354,8 +354,15 @@ def _transition(
 
 
 def suspend(
-    tx: Tx, lease: base.Lease, due_at: float, executed: float, progress: base.Progress | None
+    tx: Tx,
+    lease: base.Lease,
+    due_at: float,
+    executed: float,
+    progress: base.Progress | None,
+    tokens: list[str] | None = None,
 ) -> bool:
+    if tokens and tx.rows(sql.TOKENS_SETTLED, {"tokens": json.dumps(tokens), "now": tx.now}):
+        due_at = tx.now  # a token it waits on was completed meanwhile: wake at once
     params = {"due_at": due_at, "executed_seconds": executed}
     if not _transition(tx, lease, sql.SUSPEND, params, "waiting", None):
         return False
@@ -416,6 +423,8 @@ def _finish(
         return False
     if status in runs.KEY_FREEING:
         tx.run(sql.FREE_KEY, {"run_id": lease.run_id})
+    if status is runs.RunStatus.CANCELED:
+        tx.run(sql.CANCEL_RUN_TOKENS, {"run_id": lease.run_id, "now": tx.now})
     _progress(tx, lease.run_id, progress)
     return True
 
@@ -440,6 +449,7 @@ def cancel_run(tx: Tx, run_id: str) -> runs.Run:
     else:
         tx.run(sql.CANCEL_IDLE, {"id": run_id, "now": tx.now})
         tx.run(sql.FREE_KEY, {"run_id": run_id})
+        tx.run(sql.CANCEL_RUN_TOKENS, {"run_id": run_id, "now": tx.now})
         record_event(tx, run_id, run.status.value, "canceled", run.attempts, None, "canceled")
     return require_run(tx, run_id)
 

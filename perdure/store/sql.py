@@ -208,3 +208,51 @@ LIST_RUNS = f"""SELECT {RUN_COLUMNS} FROM runs
 WAITING_TASKS = """SELECT task_id, COUNT(*) AS n FROM runs
     WHERE status IN ('queued', 'delayed', 'retrying', 'waiting')
     GROUP BY task_id"""
+
+# --- tokens ------------------------------------------------------------------------------
+
+TOKEN_COLUMNS = """id, run_id, status, data, timeout_at, tags, idempotency_key, created_at,
+    completed_at"""
+
+GET_TOKEN = f"SELECT {TOKEN_COLUMNS} FROM tokens WHERE id = :id"
+
+TOKEN_BY_KEY = f"SELECT {TOKEN_COLUMNS} FROM tokens WHERE idempotency_key = :key"
+
+RELEASE_TOKEN_KEY = "UPDATE tokens SET idempotency_key = NULL WHERE id = :id"
+
+INSERT_TOKEN = """INSERT INTO tokens (id, run_id, status, timeout_at, tags, idempotency_key,
+        created_at)
+    VALUES (:id, :run_id, 'waiting', :timeout_at, :tags, :key, :now)"""
+
+SET_TOKEN_STATUS = """UPDATE tokens SET status = :status, data = :data, completed_at = :now
+    WHERE id = :id AND status = 'waiting'"""
+
+# Journal entries waiting on a token, across runs (a token may be shared by its key).
+PENDING_WAITS = """SELECT run_id, branch, seq FROM journal
+    WHERE kind = 'wait' AND name = :token AND status = 'pending'"""
+
+SETTLE_WAIT = """UPDATE journal SET status = :status, result = :result, error = :error,
+        finished_at = :now
+    WHERE run_id = :run_id AND branch = :branch AND seq = :seq AND sub = ''"""
+
+WAKE_RUN = "UPDATE runs SET due_at = :now WHERE id = :run_id AND status = 'waiting'"
+
+CANCEL_RUN_TOKENS = """UPDATE tokens SET status = 'canceled', completed_at = :now
+    WHERE run_id = :run_id AND status = 'waiting'"""
+
+LIST_TOKENS = f"""SELECT {TOKEN_COLUMNS} FROM tokens
+    WHERE (:status IS NULL OR status = :status)
+      AND (:run_id IS NULL OR run_id = :run_id)
+      AND (:tag IS NULL OR EXISTS (SELECT 1 FROM json_each(tokens.tags) WHERE value = :tag))
+    ORDER BY created_at DESC, id DESC
+    LIMIT :limit"""
+
+GET_META = "SELECT value FROM perdure_meta WHERE key = :key"
+
+PUT_META_ONCE = """INSERT INTO perdure_meta (key, value) VALUES (:key, :value)
+    ON CONFLICT (key) DO NOTHING"""
+
+TOKENS_SETTLED = """SELECT id FROM tokens
+    WHERE id IN (SELECT value FROM json_each(:tokens))
+      AND (status != 'waiting' OR timeout_at <= :now)
+    LIMIT 1"""

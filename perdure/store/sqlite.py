@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from perdure import exceptions, runs
-from perdure.store import base, migrations, ops, sql, wakeup
+from perdure.store import base, migrations, ops, sql, waits, wakeup
 
 T = TypeVar("T")
 Op = Callable[[ops.Tx], Any]
@@ -407,12 +407,60 @@ class SqliteStore:
         due_at: float,
         executed_seconds: float,
         progress: base.Progress | None,
+        tokens: list[str] | None = None,
     ) -> bool:
         return bool(
             await self._write_op(
-                lambda tx: ops.suspend(tx, lease, due_at, executed_seconds, progress)
+                lambda tx: ops.suspend(tx, lease, due_at, executed_seconds, progress, tokens)
             )
         )
+
+    # --- tokens ----------------------------------------------------------------------
+
+    async def create_token(
+        self,
+        lease: base.Lease,
+        entry: runs.Entry,
+        token_id: str,
+        timeout_at: float | None,
+        tags: list[str],
+        key: str | None,
+    ) -> str | None:
+        found: str | None = await self._write_op(
+            lambda tx: waits.create_token(tx, lease, entry, token_id, timeout_at, tags, key)
+        )
+        return found
+
+    async def wait_token(self, lease: base.Lease, entry: runs.Entry) -> waits.WaitState | None:
+        state: waits.WaitState | None = await self._write_op(
+            lambda tx: waits.wait_token(tx, lease, entry)
+        )
+        return state
+
+    async def complete_token(self, token_id: str, data: str) -> list[str]:
+        woken: list[str] = await self._write_op(lambda tx: waits.complete_token(tx, token_id, data))
+        self.wakeup.notify()
+        return woken
+
+    async def token_states(self, token_ids: list[str]) -> dict[str, str]:
+        states: dict[str, str] = await self._read_op(lambda tx: waits.token_states(tx, token_ids))
+        return states
+
+    async def get_token(self, token_id: str) -> dict[str, Any] | None:
+        found: dict[str, Any] | None = await self._read_op(lambda tx: waits.get_token(tx, token_id))
+        return found
+
+    async def list_tokens(
+        self, status: str | None, run_id: str | None, tag: str | None, limit: int
+    ) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = await self._read_op(
+            lambda tx: waits.list_tokens(tx, status, run_id, tag, limit)
+        )
+        return found
+
+    async def secret(self, generated: str) -> str:
+        value: str = await self._write_op(lambda tx: waits.secret(tx, generated))
+        return value
 
     async def release(
         self, lease: base.Lease, executed_seconds: float, progress: base.Progress | None

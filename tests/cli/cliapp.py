@@ -40,3 +40,10 @@ async def typed(payload: Greeting) -> str:
 @app.task(id="stepped")
 async def stepped(payload: int) -> int:
     return await double(await double(payload)) + 1
+
+
+@app.task(id="approve")
+async def approve(payload: dict) -> str:
+    token = await perdure.create_token(timeout=120)
+    decision = await perdure.wait_for_token(token)
+    return f"{payload['item']}: {decision['ok']}"

@@ -271,3 +271,27 @@ def test_perdure_dev_serves_the_app_like_a_worker(cli: Cli) -> None:
     finally:
         dev.terminate()
         dev.wait(20)
+
+
+def test_tokens_list_and_complete_from_the_command_line(cli: Cli) -> None:
+    cli.worker()
+    run_id = cli.trigger("approve", '{"item": "refund #7"}')
+    token = wait_for(
+        lambda: next(iter(json.loads(cli.ok("tokens", "list", "--json", "--run", run_id))), None),
+        what="the run's token",
+    )
+    assert token["status"] == "waiting" and token["run_id"] == run_id
+    assert token["id"] in cli.ok("tokens", "list", "--status", "waiting")
+    assert cli.ok("tokens", "complete", token["id"], "--data", '{"ok": true}').strip() == (
+        f"{token['id']}: completed"
+    )
+    again = cli("tokens", "complete", token["id"], "--data", "{}")
+    assert again.returncode == 2 and "first completion wins" in again.stderr
+    assert "Traceback" not in again.stderr
+    wait_for(lambda: _status(cli, run_id) == "completed", what="the run completes")
+    shown = json.loads(cli.ok("runs", "show", run_id, "--json"))
+    assert shown["run"]["output"] == "refund #7: True"
+
+
+def _status(cli: Cli, run_id: str) -> str:
+    return next(r["status"] for r in cli.runs() if r["id"] == run_id)

@@ -37,6 +37,7 @@ class Branch:
         self.wait_deadline: float | None = None
         self.wait_token: str | None = None
         self.in_step = 0
+        self.busy = 0  # durable operations under way (a store write, say)
         self.children: list[Branch] = []
         self.cancel_delivered = False
 
@@ -130,6 +131,7 @@ class Bridge:
         except asyncio.CancelledError:
             if self.execution.frozen is not None:
                 raise self.execution.frozen from None
+            self.execution.root.cancel_delivered = True  # its cleanup may go on
             raise
 
     def submit(self, fn: Callable[[], Any]) -> asyncio.Future[Any]:

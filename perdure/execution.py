@@ -64,6 +64,9 @@ class Execution:
         self.frozen: signals.Frozen | None = None
         self.ending: tuple[runs.RunStatus, runs.RunError | None] | None = None
         self.cancel_requested = False
+        # Claimed with a cancellation pending (it was waiting, or its worker died): the
+        # code gets CancelledError where it left off, once replay reaches that point.
+        self._cancel_at_frontier = claim.cancel_requested
         self.body_done = False
         self.pending_values: list[runs.Entry] = []
         self.logs: list[base.LogLine] = []
@@ -107,8 +110,6 @@ class Execution:
             except exceptions.PayloadError as error:  # the stored payload no longer fits
                 await self._finish(runs.RunStatus.FAILED, None, _run_error(error))
                 return
-            if self.claim.cancel_requested:
-                self.request_cancel()
             await asyncio.wait([body, self._frozen_signal], return_when=asyncio.FIRST_COMPLETED)
             if not body.done():
                 # Frozen: the body gets a moment to unwind; code that swallows the
@@ -117,7 +118,13 @@ class Execution:
                 if not body.done():
                     log.warning("run %s ignores cancellation; abandoning it", self.run_id)
             self.body_done = True
-            await self._conclude(body)
+            frozen = self.frozen
+            if frozen is None:
+                # The body is done: revoke the fence and stop branches it left running,
+                # so nothing runs a step after the run's final commit.
+                self.frozen = signals.Ended()
+                self._cancel_tasks()
+            await self._conclude(body, frozen)
         finally:
             for timer in self._timers:
                 timer.cancel()
@@ -142,8 +149,9 @@ class Execution:
         finally:
             self.loop.call_soon_threadsafe(self.branch_done, None)
 
-    async def _conclude(self, body: asyncio.Future[Any]) -> None:
-        frozen = self.frozen
+    async def _conclude(self, body: asyncio.Future[Any], frozen: signals.Frozen | None) -> None:
+        if body.done() and not body.cancelled():
+            body.exception()  # retrieved: a frozen body's signal is expected, not news
         if isinstance(frozen, signals.Suspended | signals.LeaseLost):
             return
         if isinstance(frozen, signals.ShuttingDown):
@@ -225,12 +233,22 @@ class Execution:
         self._frozen_signal.set_result(None)
         self._cancel_tasks()
 
-    def _cancel_tasks(self) -> None:
+    def _cancel_tasks(self, skip: asyncio.Task[Any] | None = None) -> None:
         for branch in self.branches:
-            if branch.task is not None and not branch.task.done():
+            if branch.task is not None and not branch.task.done() and branch.task is not skip:
                 branch.task.cancel()
         for task in list(self.op_tasks):
-            task.cancel()
+            if task is not skip:
+                task.cancel()
+
+    def frontier(self, branch: Branch) -> None:
+        """Called where a branch goes past its journal (a live operation, or a wait that
+        blocks): a cancellation the run was claimed with is delivered here."""
+        if self._cancel_at_frontier:
+            self._cancel_at_frontier = False
+            self.request_cancel()
+            branch.cancel_delivered = True
+            raise asyncio.CancelledError("the run was canceled")
 
     def check_frozen(self) -> None:
         if self.frozen is not None:
@@ -242,7 +260,7 @@ class Execution:
         if self.cancel_requested or self.frozen is not None:
             return
         self.cancel_requested = True
-        self._cancel_tasks()
+        self._cancel_tasks(skip=_current_task())
         grace = self.settings.cancel_grace_seconds
         self._timers.append(
             self.loop.call_later(grace, self._end, runs.RunStatus.CANCELED, None, context=_NO_RUN)
@@ -287,7 +305,9 @@ class Execution:
 
     # --- suspension ------------------------------------------------------------------------
 
-    def branch_done(self, _: Any = None) -> None:
+    def branch_done(self, task: Any = None) -> None:
+        if isinstance(task, asyncio.Task) and not task.cancelled():
+            task.exception()  # retrieved: a frozen branch's signal is expected, not news
         self.schedule_check()
 
     def schedule_check(self) -> None:
@@ -312,7 +332,7 @@ class Execution:
         for branch in self.branches:
             if not branch.live:
                 continue
-            if branch.in_step:
+            if branch.in_step or branch.busy:
                 return None
             if branch.wait_deadline is not None:
                 deadlines.append(branch.wait_deadline)
@@ -336,12 +356,20 @@ class Execution:
     async def _suspend(self, deadline: float) -> None:
         if self.frozen is not None or self.body_done:
             return
+        found = self._quiescent_deadline()  # the run may have moved on since the check
+        if found is None or found - self.db_now() <= self.settings.suspend_after:
+            return
         self.freeze(signals.Suspended())
-        await self.flush_values()
         tokens = [b.wait_token for b in self.branches if b.live and b.wait_token]
-        ok = await self.store.suspend(
-            self.lease, deadline, self.executed_seconds(), self._take_progress(), tokens
-        )
+        try:
+            await self.flush_values()
+            ok = await self.store.suspend(
+                self.lease, found, self.executed_seconds(), self._take_progress(), tokens
+            )
+        except Exception:
+            log.exception("run %s: could not record its suspension", self.run_id)
+            await self.worker.hand_back(self)
+            return
         if not ok:
             log.warning("run %s: lease lost before suspension", self.run_id)
 
@@ -355,9 +383,16 @@ class Execution:
             self.freeze(signals.Ended())
             raise
 
-    def enter(self, branch: Branch) -> None:
-        """Checks at the start of every durable operation."""
-        if self.draining:
+    async def enter(self, branch: Branch) -> None:
+        """Checks at the start of every durable operation. While the worker shuts down, a
+        new operation waits for the steps in flight to be recorded, then the run freezes."""
+        while self.draining and self.frozen is None and self.steps_in_flight > 0:
+            try:
+                await asyncio.shield(self._frozen_signal)
+            except asyncio.CancelledError:
+                if self.frozen is None:
+                    raise
+        if self.draining and self.frozen is None:
             self.freeze(signals.ShuttingDown())
         self.check_frozen()
         if (
@@ -394,6 +429,7 @@ class Execution:
         delay = limit - self.db_now()
         if delay <= 0:
             return
+        self.frontier(branch)
         future: asyncio.Future[None] = self.loop.create_future()
         handle = None
         if math.isfinite(delay):
@@ -401,10 +437,12 @@ class Execution:
         if token is not None:
             self.worker.watch_token(token, future)
         branch.wait_deadline, branch.wait_token = limit, token
+        busy, branch.busy = branch.busy, 0  # blocked, not busy, while it waits
         self.schedule_check()
         try:
             await future
         finally:
+            branch.busy = busy
             if handle is not None:
                 handle.cancel()
             if token is not None:
@@ -413,10 +451,11 @@ class Execution:
             self._resume_clock()
 
     async def sleep(self, branch: Branch, delay: float | None, until: float | None) -> None:
-        self.enter(branch)
+        await self.enter(branch)
         key = branch.next_key()
         entry = self.match(key, runs.EntryKind.SLEEP, "sleep")
         if entry is None:
+            self.frontier(branch)
             now = self.db_now()
             wake_at = until if until is not None else now + (delay or 0.0)
             entry = runs.Entry(
@@ -530,6 +569,13 @@ class Execution:
             idempotency_key=c.idempotency_key,
             step_key=step_key,
         )
+
+
+def _current_task() -> asyncio.Task[Any] | None:
+    try:
+        return asyncio.current_task()
+    except RuntimeError:
+        return None
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

@@ -79,7 +79,12 @@ def durable(call: str, operation: Callable[[Branch], Coroutine[Any, Any, Any]]) 
 
 
 async def _when_awaited(call: str, operation: Callable[[Branch], Coroutine[Any, Any, Any]]) -> Any:
-    return await operation(branch_for(call))
+    branch = branch_for(call)
+    branch.busy += 1  # not quiescent while the operation works (its waits release this)
+    try:
+        return await operation(branch)
+    finally:
+        branch.busy -= 1
 
 
 def _seconds(value: float | timedelta, what: str) -> float:

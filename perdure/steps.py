@@ -35,9 +35,11 @@ async def run(
     ex: Execution, branch: Branch, spec: StepSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
     """A step: replayed from the journal, or run live (with retries) and recorded."""
-    ex.enter(branch)
+    await ex.enter(branch)
     key = branch.next_key()
     entry = ex.match(key, runs.EntryKind.STEP, spec.name)
+    if entry is None:
+        ex.frontier(branch)
     attempts = 0
     if entry is not None:
         if entry.status is runs.EntryStatus.COMPLETED:

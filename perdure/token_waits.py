@@ -22,10 +22,11 @@ CREATE = "create_token"
 async def create(
     ex: Execution, branch: Branch, timeout: float | None, tags: list[str], key: str | None
 ) -> tokens.Token:
-    ex.enter(branch)
+    await ex.enter(branch)
     entry_key = branch.next_key()
     entry = ex.match(entry_key, runs.EntryKind.TOKEN, CREATE)
     if entry is None:
+        ex.frontier(branch)
         now = ex.db_now()
         entry = runs.Entry(
             key=entry_key,
@@ -59,7 +60,7 @@ async def create(
 
 async def wait(ex: Execution, branch: Branch, token: tokens.Token | str) -> Any:
     token_id = token if isinstance(token, str) else token.id
-    ex.enter(branch)
+    await ex.enter(branch)
     key = branch.next_key()
     entry = ex.match(key, runs.EntryKind.WAIT, token_id)
     started = ex.db_now() if entry is None else entry.started_at

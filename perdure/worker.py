@@ -142,6 +142,9 @@ class Worker:
         self._kick.set()
 
     def _start(self, claim: base.Claim) -> None:
+        if claim.lease.run_id in self.active:
+            log.error("run %s was claimed again while it runs here", claim.lease.run_id)
+            return
         task = self.app.tasks[claim.task_id]
         execution = Execution(self, task, claim)
         self.active[claim.lease.run_id] = execution
@@ -152,12 +155,13 @@ class Worker:
             await execution.run()
         except Exception:
             log.exception("run %s: the worker could not record its outcome", execution.run_id)
-            await self._hand_back(execution)
+            await self.hand_back(execution)
         finally:
-            self.active.pop(execution.run_id, None)
+            if self.active.get(execution.run_id) is execution:
+                del self.active[execution.run_id]
             self.kick()
 
-    async def _hand_back(self, execution: Execution) -> None:
+    async def hand_back(self, execution: Execution) -> None:
         """A run whose outcome could not be recorded must not stay held by a live worker:
         release it (retrying while the store recovers) so that it runs again."""
         execution.freeze(signals.LeaseLost())
@@ -221,8 +225,12 @@ class Worker:
         log.error("worker %s was declared dead; dropping its runs and re-registering", self.id)
         for execution in list(self.active.values()):
             execution.freeze(signals.LeaseLost())
-        self.id = new_id("wrk")
-        self.spawn(self._register())
+        old, self.id = self.id, new_id("wrk")
+        self.spawn(self._reregister(old))
+
+    async def _reregister(self, old: str) -> None:
+        await self.store.stop_worker(old)  # drops its lock
+        await self._register()
 
     async def _maintenance_loop(self) -> None:
         while not self._stopping:
@@ -267,7 +275,12 @@ class Worker:
         """Stop claiming; let steps in flight finish (up to shutdown_grace_seconds), then
         release every run to other workers."""
         self._stopping = True
-        for task in loops:
+        self.kick()
+        claiming, others = loops[0], loops[1:]
+        # A claim under way commits whatever happens: let it finish and start its runs,
+        # so they are released below rather than left to a takeover.
+        await asyncio.wait([claiming], timeout=10)
+        for task in [*others, claiming]:
             task.cancel()
         for execution in list(self.active.values()):
             execution.shut_down()

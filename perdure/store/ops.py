@@ -182,8 +182,15 @@ def claim(
     token: Any,
 ) -> list[base.Claim]:
     """`token` is a callable returning a fresh lease token."""
+    if not tx.rows(sql.WORKER_ALIVE, {"worker_id": worker_id}):
+        return []  # declared dead or stopped: it may hold nothing more
     expire(tx)
-    params = {"task_ids": json.dumps(task_ids), "version": version, "now": tx.now}
+    params = {
+        "task_ids": json.dumps(task_ids),
+        "version": version,
+        "now": tx.now,
+        "worker_id": worker_id,
+    }
     orphans = [r["id"] for r in tx.rows(sql.ORPHANED_RUNS, {**params, "limit": limit})]
     claims = [
         c for c in (_take(tx, i, worker_id, version, max_recoveries, token()) for i in orphans) if c
@@ -214,10 +221,8 @@ def _take(
     status = runs.RunStatus(row["status"])
     takeover = status is runs.RunStatus.RUNNING
     attempt = row["attempts"] if takeover else row["next_attempt"]
-    if takeover:
-        recoveries = row["recoveries"] + 1
-    else:  # a new attempt starts a new count of crashes in a row
-        recoveries = row["recoveries"] if attempt == row["attempts"] else 0
+    # Crashes in a row: a clean suspension, release or new attempt shows progress.
+    recoveries = row["recoveries"] + 1 if takeover else 0
     if takeover and recoveries > max_recoveries:
         _end_orphan(tx, row, recoveries, max_recoveries)
         return None

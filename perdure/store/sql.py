@@ -44,7 +44,7 @@ LIST_LOGS = """SELECT attempt, branch, seq, level, message, at FROM logs
 
 # Running runs whose worker is gone (dead, stopped, or never registered).
 ORPHANED_RUNS = """SELECT r.id FROM runs r LEFT JOIN workers w ON w.id = r.lease_worker
-    WHERE r.status = 'running'
+    WHERE r.status = 'running' AND r.lease_worker != :worker_id
       AND (w.id IS NULL OR w.dead_at IS NOT NULL OR w.stopped_at IS NOT NULL)
       AND r.task_id IN (SELECT value FROM json_each(:task_ids))
       AND (:version IS NULL OR r.version IS NULL OR r.version = :version)
@@ -256,3 +256,6 @@ TOKENS_SETTLED = """SELECT id FROM tokens
     WHERE id IN (SELECT value FROM json_each(:tokens))
       AND (status != 'waiting' OR timeout_at <= :now)
     LIMIT 1"""
+
+WORKER_ALIVE = """SELECT 1 FROM workers
+    WHERE id = :worker_id AND dead_at IS NULL AND stopped_at IS NULL"""

@@ -26,6 +26,8 @@ class Wakeup:
         self._sender: socket.socket | None = None
 
     def listen(self, name: str) -> None:
+        if self._sock is not None:
+            self.close_listener()
         self.directory.mkdir(mode=0o700, exist_ok=True)
         path = self.directory / f"{name}.sock"
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -77,6 +79,14 @@ class Wakeup:
         if self._sock is not None and self._path is not None:
             with contextlib.suppress(OSError):
                 self._sock.sendto(b"!", str(self._path))
+
+    def close_listener(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+        if self._path is not None:
+            with contextlib.suppress(OSError):
+                self._path.unlink()
+        self._sock, self._path = None, None
 
     def close(self) -> None:
         for sock in (self._sock, self._sender):

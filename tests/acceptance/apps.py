@@ -106,3 +106,23 @@ def blocking_step(seconds: float) -> str:
 def graceful(payload: dict) -> str:
     first = blocking_step(payload["seconds"])
     return first + "/" + str(step_c(1))
+
+
+@perdure.step
+def announce(token_id: str) -> str:
+    effect("announce")
+    return token_id
+
+
+@app.task(id="approval")
+async def approval(payload: dict) -> dict:
+    token = await perdure.create_token(timeout=payload.get("timeout"))
+    await announce(token.id)
+    decision = await perdure.wait_for_token(token)
+    await step_c(1)
+    return {"token": token.id, "decision": decision}
+
+
+@app.task(id="parked")
+async def parked() -> None:
+    await perdure.wait_for_token(await perdure.create_token())

@@ -35,7 +35,7 @@ class Branch:
         self.thread_ident: int | None = None
         self.bridge: Bridge | None = None
         self.wait_deadline: float | None = None
-        self.wait_token: str | None = None
+        self.wait_key: runs.Key | None = None  # the entry whose settlement ends the wait
         self.in_step = 0
         self.busy = 0  # durable operations under way (a store write, say)
         self.children: list[Branch] = []

@@ -360,11 +360,11 @@ class Execution:
         if found is None or found - self.db_now() <= self.settings.suspend_after:
             return
         self.freeze(signals.Suspended())
-        tokens = [b.wait_token for b in self.branches if b.live and b.wait_token]
+        waits = [b.wait_key for b in self.branches if b.live and b.wait_key]
         try:
             await self.flush_values()
             ok = await self.store.suspend(
-                self.lease, found, self.executed_seconds(), self._take_progress(), tokens
+                self.lease, found, self.executed_seconds(), self._take_progress(), waits
             )
         except Exception:
             log.exception("run %s: could not record its suspension", self.run_id)
@@ -421,10 +421,11 @@ class Execution:
             await self.store.checkpoint(self.lease, batch, None)
 
     async def wait_until(
-        self, branch: Branch, deadline: float | None, token: str | None = None
+        self, branch: Branch, deadline: float | None, settles: runs.Key | None = None
     ) -> None:
         """A durable wait: blocks the branch until `deadline` (database clock; None: no
-        deadline), or, waiting on a token, until the worker sees it settled."""
+        deadline), or until the worker sees the journal entry `settles` settled (a token
+        completed, children ended)."""
         limit = math.inf if deadline is None else deadline
         delay = limit - self.db_now()
         if delay <= 0:
@@ -434,9 +435,10 @@ class Execution:
         handle = None
         if math.isfinite(delay):
             handle = self.loop.call_later(delay, _resolve, future, context=_NO_RUN)
-        if token is not None:
-            self.worker.watch_token(token, future)
-        branch.wait_deadline, branch.wait_token = limit, token
+        watched = None if settles is None else (self.run_id, settles)
+        if watched is not None:
+            self.worker.watch(watched, future)
+        branch.wait_deadline, branch.wait_key = limit, settles
         busy, branch.busy = branch.busy, 0  # blocked, not busy, while it waits
         self.schedule_check()
         try:
@@ -445,9 +447,9 @@ class Execution:
             branch.busy = busy
             if handle is not None:
                 handle.cancel()
-            if token is not None:
-                self.worker.unwatch_token(token, future)
-            branch.wait_deadline, branch.wait_token = None, None
+            if watched is not None:
+                self.worker.unwatch(watched, future)
+            branch.wait_deadline, branch.wait_key = None, None
             self._resume_clock()
 
     async def sleep(self, branch: Branch, delay: float | None, until: float | None) -> None:

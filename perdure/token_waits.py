@@ -87,7 +87,7 @@ async def wait(ex: Execution, branch: Branch, token: tokens.Token | str) -> Any:
         entry = _settled(pending, state)
         ex.journal.put(entry)
         if entry.status is runs.EntryStatus.PENDING:
-            await ex.wait_until(branch, state.timeout_at, token=token_id)
+            await ex.wait_until(branch, state.timeout_at, settles=key)
             entry = None  # woken (settled, timed out, or spuriously): look again
 
 

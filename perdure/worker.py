@@ -18,7 +18,7 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
-from perdure import branches, signals
+from perdure import branches, runs, signals
 from perdure.app import App, new_id
 from perdure.execution import Execution
 from perdure.store import base
@@ -39,7 +39,7 @@ class Worker:
         self._stopping = False
         self._tick = time.monotonic()
         self._heartbeat_stop = threading.Event()
-        self._watched: dict[str, set[asyncio.Future[None]]] = {}
+        self._watched: dict[tuple[str, runs.Key], set[asyncio.Future[None]]] = {}
         self.store: base.Store
         self.body_pool = concurrent.futures.ThreadPoolExecutor(self.concurrency, "perdure-body")
         self.step_pool = concurrent.futures.ThreadPoolExecutor(self.concurrency, "perdure-step")
@@ -173,28 +173,26 @@ class Worker:
                 await asyncio.sleep(pause)
         log.error("run %s stays held by this worker until it restarts", execution.run_id)
 
-    # --- tokens waited on in memory ---------------------------------------------------------
+    # --- waits settled from outside (tokens, children) -----------------------------------
 
-    def watch_token(self, token: str, future: asyncio.Future[None]) -> None:
-        """A run in memory waits on this token: resolve `future` when it is settled."""
-        self._watched.setdefault(token, set()).add(future)
+    def watch(self, wait: tuple[str, runs.Key], future: asyncio.Future[None]) -> None:
+        """A run in memory waits on this journal entry: resolve `future` once settled."""
+        self._watched.setdefault(wait, set()).add(future)
 
-    def unwatch_token(self, token: str, future: asyncio.Future[None]) -> None:
-        futures = self._watched.get(token)
+    def unwatch(self, wait: tuple[str, runs.Key], future: asyncio.Future[None]) -> None:
+        futures = self._watched.get(wait)
         if futures is not None:
             futures.discard(future)
             if not futures:
-                del self._watched[token]
+                del self._watched[wait]
 
-    async def _check_tokens(self) -> None:
+    async def _check_waits(self) -> None:
         if not self._watched:
             return
-        states = await self.store.token_states(list(self._watched))
-        for token, status in states.items():
-            if status != "waiting":
-                for future in self._watched.get(token, ()):
-                    if not future.done():
-                        future.set_result(None)
+        for wait in await self.store.settled_waits(list(self._watched)):
+            for future in self._watched.get(wait, ()):
+                if not future.done():
+                    future.set_result(None)
 
     # --- liveness ------------------------------------------------------------------------
 
@@ -250,7 +248,7 @@ class Worker:
                     execution.request_cancel()
             for execution in list(self.active.values()):
                 await execution.flush_progress()
-        await self._check_tokens()
+        await self._check_waits()
 
     async def _wakeup_loop(self) -> None:
         wakeup = getattr(self.store, "wakeup", None)
@@ -261,7 +259,7 @@ class Worker:
                 self.kick()
                 if self.active:
                     self.spawn(self._check_cancels())
-                    self.spawn(self._check_tokens())
+                    self.spawn(self._check_waits())
 
     async def _check_cancels(self) -> None:
         for run_id in await self.store.cancel_requests(self.id):

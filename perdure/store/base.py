@@ -221,10 +221,14 @@ class Store(Protocol):
         due_at: float,
         executed_seconds: float,
         progress: Progress | None,
-        tokens: list[str] | None = None,
+        waits: list[runs.Key] | None = None,
     ) -> bool:
         """Mark the run `waiting` until `due_at`, free its slot and its lease. When one of
-        the `tokens` it waits on was completed (or timed out) meanwhile, it is due at once."""
+        the `waits` (journal entries of a token or children) was settled meanwhile, it is
+        due at once."""
+
+    async def settled_waits(self, waits: list[tuple[str, runs.Key]]) -> list[tuple[str, runs.Key]]:
+        """Which of these waits (run id, journal key) are no longer pending."""
 
     async def release(
         self, lease: Lease, executed_seconds: float, progress: Progress | None
@@ -277,9 +281,6 @@ class Store(Protocol):
         """Complete a waiting token with JSON `data`: the first completion wins (a second
         one raises InvalidTransition; unknown: TokenNotFound; timed out: InvalidTransition).
         Settles every wait on it and makes the waiting runs due; returns their ids."""
-
-    async def token_states(self, token_ids: list[str]) -> dict[str, str]:
-        """The status of each token (waiting past its timeout counts as timed_out)."""
 
     async def get_token(self, token_id: str) -> dict[str, Any] | None:
         """The token's row, or None."""

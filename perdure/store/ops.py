@@ -364,15 +364,24 @@ def suspend(
     due_at: float,
     executed: float,
     progress: base.Progress | None,
-    tokens: list[str] | None = None,
+    waits: list[runs.Key] | None = None,
 ) -> bool:
-    if tokens and tx.rows(sql.TOKENS_SETTLED, {"tokens": json.dumps(tokens), "now": tx.now}):
-        due_at = tx.now  # a token it waits on was completed meanwhile: wake at once
+    if waits and settled_waits(tx, [(lease.run_id, k) for k in waits]):
+        due_at = tx.now  # what it waits on was settled meanwhile: wake at once
     params = {"due_at": due_at, "executed_seconds": executed}
     if not _transition(tx, lease, sql.SUSPEND, params, "waiting", None):
         return False
     _progress(tx, lease.run_id, progress)
     return True
+
+
+def settled_waits(tx: Tx, waits: list[tuple[str, runs.Key]]) -> list[tuple[str, runs.Key]]:
+    """Which of these waits (run id, journal key) are no longer pending."""
+    given = json.dumps([[run_id, k.branch, k.seq] for run_id, k in waits])
+    return [
+        (r["run_id"], runs.Key(branch=r["branch"], seq=r["seq"]))
+        for r in tx.rows(sql.SETTLED_WAITS, {"waits": given})
+    ]
 
 
 def release(tx: Tx, lease: base.Lease, executed: float, progress: base.Progress | None) -> bool:

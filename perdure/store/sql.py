@@ -252,10 +252,12 @@ GET_META = "SELECT value FROM perdure_meta WHERE key = :key"
 PUT_META_ONCE = """INSERT INTO perdure_meta (key, value) VALUES (:key, :value)
     ON CONFLICT (key) DO NOTHING"""
 
-TOKENS_SETTLED = """SELECT id FROM tokens
-    WHERE id IN (SELECT value FROM json_each(:tokens))
-      AND (status != 'waiting' OR timeout_at <= :now)
-    LIMIT 1"""
+# Waits (journal entries) of a run that were settled: a token completed, children ended.
+SETTLED_WAITS = """SELECT j.run_id, j.branch, j.seq FROM journal j
+    JOIN json_each(:waits) w ON j.run_id = json_extract(w.value, '$[0]')
+        AND j.branch = json_extract(w.value, '$[1]') AND j.seq = json_extract(w.value, '$[2]')
+        AND j.sub = ''
+    WHERE j.status != 'pending'"""
 
 WORKER_ALIVE = """SELECT 1 FROM workers
     WHERE id = :worker_id AND dead_at IS NULL AND stopped_at IS NULL"""

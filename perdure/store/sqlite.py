@@ -407,13 +407,19 @@ class SqliteStore:
         due_at: float,
         executed_seconds: float,
         progress: base.Progress | None,
-        tokens: list[str] | None = None,
+        waits: list[runs.Key] | None = None,
     ) -> bool:
         return bool(
             await self._write_op(
-                lambda tx: ops.suspend(tx, lease, due_at, executed_seconds, progress, tokens)
+                lambda tx: ops.suspend(tx, lease, due_at, executed_seconds, progress, waits)
             )
         )
+
+    async def settled_waits(self, waits: list[tuple[str, runs.Key]]) -> list[tuple[str, runs.Key]]:
+        found: list[tuple[str, runs.Key]] = await self._read_op(
+            lambda tx: ops.settled_waits(tx, waits)
+        )
+        return found
 
     # --- tokens ----------------------------------------------------------------------
 
@@ -441,10 +447,6 @@ class SqliteStore:
         woken: list[str] = await self._write_op(lambda tx: waits.complete_token(tx, token_id, data))
         self.wakeup.notify()
         return woken
-
-    async def token_states(self, token_ids: list[str]) -> dict[str, str]:
-        states: dict[str, str] = await self._read_op(lambda tx: waits.token_states(tx, token_ids))
-        return states
 
     async def get_token(self, token_id: str) -> dict[str, Any] | None:
         found: dict[str, Any] | None = await self._read_op(lambda tx: waits.get_token(tx, token_id))

@@ -171,18 +171,6 @@ def _settled_message(token_id: str, status: str) -> str:
     return f"token {token_id} {done}; it can no longer be completed"
 
 
-def token_states(tx: ops.Tx, token_ids: list[str]) -> dict[str, str]:
-    """The status of each token (a waiting one past its timeout counts as timed out)."""
-    states = {}
-    for token_id in token_ids:
-        row = ops.one(tx, sql.GET_TOKEN, {"id": token_id})
-        if row is None:
-            continue
-        expired = row["timeout_at"] is not None and row["timeout_at"] <= tx.now
-        states[token_id] = "timed_out" if row["status"] == "waiting" and expired else row["status"]
-    return states
-
-
 def cancel_run_tokens(tx: ops.Tx, run_id: str) -> None:
     tx.run(sql.CANCEL_RUN_TOKENS, {"run_id": run_id, "now": tx.now})
 

@@ -12,6 +12,7 @@ from perdure.runs import EntryKind, EntryStatus, RunStatus
 from perdure.store import base
 from tests.store.support import Worker, entry, leased
 
+WAIT_KEY = runs.Key(branch="0", seq=2)
 CREATE = dict(kind=EntryKind.TOKEN, name="create_token", result=None)
 
 
@@ -54,7 +55,7 @@ async def test_completion_settles_the_wait_in_the_journal_and_wakes_the_run(
     await store.create_token(claim.lease, entry(**CREATE), "tok_w", None, [], None)
     state = await store.wait_token(claim.lease, wait_entry("tok_w"))
     assert state.status == "waiting"
-    assert await store.suspend(claim.lease, math.inf, 0.0, None, ["tok_w"])
+    assert await store.suspend(claim.lease, math.inf, 0.0, None, [WAIT_KEY])
     assert await worker.claim() == []  # waits with no deadline
     assert await store.complete_token("tok_w", '{"ok":true}') == [claim.lease.run_id]
     (again,) = await worker.claim()  # due at once
@@ -67,7 +68,7 @@ async def test_a_completion_that_races_a_suspension_is_not_lost(store: base.Stor
     await store.create_token(claim.lease, entry(**CREATE), "tok_r", None, [], None)
     await store.wait_token(claim.lease, wait_entry("tok_r"))
     await store.complete_token("tok_r", '"yes"')  # the run is still `running` here
-    assert await store.suspend(claim.lease, math.inf, 0.0, None, ["tok_r"])
+    assert await store.suspend(claim.lease, math.inf, 0.0, None, [WAIT_KEY])
     (again,) = await worker.claim()
     assert again.lease.run_id == claim.lease.run_id
 
@@ -95,7 +96,9 @@ async def test_a_token_past_its_timeout_cannot_be_completed_and_its_wait_fails(
     assert state.status == "timed_out"
     wait = next(e for e in await store.journal(claim.lease.run_id) if e.kind is EntryKind.WAIT)
     assert wait.status is EntryStatus.FAILED and wait.error["type"] == "WaitTimeout"
-    assert (await store.token_states(["tok_t"])) == {"tok_t": "timed_out"}
+    assert await store.settled_waits([(claim.lease.run_id, WAIT_KEY)]) == [
+        (claim.lease.run_id, WAIT_KEY)
+    ]
 
 
 async def test_a_canceled_run_cancels_its_waiting_tokens(store: base.Store, worker: Worker):

@@ -23,7 +23,7 @@ from perdure.exceptions import (
     WaitTimeout,
 )
 from perdure.retry import Retry
-from perdure.runs import Run, RunError, RunStatus
+from perdure.runs import Result, Run, RunError, RunStatus
 from perdure.runtime import (
     RunContext,
     context,
@@ -52,6 +52,7 @@ __all__ = [
     "NonRetryableError",
     "PayloadError",
     "PerdureError",
+    "Result",
     "Retry",
     "Run",
     "RunCanceled",

@@ -5,7 +5,9 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
 
 
 class RunStatus(enum.StrEnum):
@@ -100,6 +102,8 @@ class EntryKind(enum.StrEnum):
     VALUE = "value"  # now / random / uuid4
     TOKEN = "token"  # create_token
     WAIT = "wait"  # wait_for_token; the entry's name is the token id
+    CHILD = "child"  # trigger / trigger_and_wait; the entry's name is the child's task id
+    BATCH = "batch"  # batch_trigger_and_wait
 
 
 class EntryStatus(enum.StrEnum):
@@ -139,3 +143,21 @@ class Entry:
     attempt: int = 1  # the run attempt that recorded it
     order: int = 0  # commit order within the run (for forks)
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Result(Generic[T]):
+    """One child's outcome in `batch_trigger_and_wait`: never raises by itself."""
+
+    run_id: str
+    ok: bool
+    output: T | None = None
+    error: RunError | None = None
+
+    def unwrap(self) -> T:
+        """The output, or ChildRunFailed carrying the child's error."""
+        if not self.ok:
+            from perdure import exceptions
+
+            raise exceptions.ChildRunFailed(self.run_id, self.error)
+        return self.output  # type: ignore[return-value]

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
-from perdure import exceptions, runtime, serialization
+from perdure import child_runs, exceptions, runtime, serialization
 from perdure.branches import Branch
 from perdure.retry import Retry
 
@@ -166,7 +166,7 @@ class Task(Generic[In, Out]):
     def invoke(self, payload: Any) -> Any:
         return self.fn(payload) if self.takes_payload else self.fn()
 
-    async def trigger(
+    def trigger(
         self,
         payload: Any = None,
         *,
@@ -177,16 +177,21 @@ class Task(Generic[In, Out]):
         queue: str | None = None,
         concurrency_key: str | None = None,
         priority: int = 0,
-    ) -> RunHandle[Out]:
-        """Start a run. The payload is validated here: a bad one raises PayloadError and
-        creates nothing. With an idempotency key held by a run of this task, returns that
-        run's handle (`is_cached` true)."""
-        if isinstance(runtime.current.get(), Branch | runtime.StepScope):
-            raise RuntimeError(
-                f"{self.id}.trigger() inside a task run is not supported by this version; "
-                "trigger runs from outside tasks"
+    ) -> Any:
+        """Start a run; await it for its handle. The payload is validated here: a bad one
+        raises PayloadError and creates nothing. With an idempotency key held by a run of
+        this task, returns that run's handle (`is_cached` true).
+
+        Inside a task it is a durable operation: the child (parent and root recorded) is
+        created once for its journal position, whatever replays happen; in a `def` task
+        it returns the handle directly."""
+        if isinstance(runtime.current.get(), Branch):
+            options = self._child_options(delay, ttl, tags, queue, concurrency_key, priority)
+            return runtime.durable(
+                "trigger",
+                lambda b: child_runs.start(b.execution, b, self, [payload], options, "trigger"),
             )
-        return await self.app.trigger(
+        return self.app.trigger(
             self,
             payload,
             idempotency_key=idempotency_key,
@@ -196,6 +201,50 @@ class Task(Generic[In, Out]):
             queue=queue,
             concurrency_key=concurrency_key,
             priority=priority,
+        )
+
+    def trigger_and_wait(self, payload: Any = None, **options: Any) -> Any:
+        """Inside a task: start a child run and durably wait for it; its typed output, or
+        ChildRunFailed carrying its error (`error.type == "RunCanceled"` if it was
+        canceled). The waiting run holds no concurrency slot."""
+        opts = self._child_options(**options)
+        return runtime.durable(
+            "trigger_and_wait",
+            lambda b: child_runs.start(b.execution, b, self, [payload], opts, "wait"),
+        )
+
+    def batch_trigger_and_wait(self, payloads: list[Any], **options: Any) -> Any:
+        """Inside a task: start one child per payload and durably wait for all of them;
+        a `perdure.Result` per payload, in order (`.ok`, `.output`, `.error`,
+        `.unwrap()`). One failed child never loses the others' results."""
+        items = list(payloads)
+        opts = self._child_options(**options)
+        return runtime.durable(
+            "batch_trigger_and_wait",
+            lambda b: child_runs.start(b.execution, b, self, items, opts, "batch"),
+        )
+
+    def _child_options(
+        self,
+        delay: float | timedelta | datetime | None = None,
+        ttl: float | timedelta | None = None,
+        tags: list[str] | None = None,
+        queue: str | None = None,
+        concurrency_key: str | None = None,
+        priority: int = 0,
+    ) -> child_runs.Options:
+        if isinstance(delay, datetime):
+            raise exceptions.PayloadError(
+                "inside a task, delay= takes seconds or a timedelta (a datetime would "
+                "differ between replays)"
+            )
+        return child_runs.Options(
+            tags=tags,
+            queue=queue,
+            concurrency_key=concurrency_key,
+            priority=priority,
+            delay=seconds(delay, "delay"),
+            ttl=seconds(ttl, "ttl"),
         )
 
     def trigger_sync(self, payload: Any = None, **options: Any) -> RunHandle[Out]:

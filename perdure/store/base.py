@@ -36,6 +36,10 @@ class NewRun:
     version: str | None = None
     delay: float | None = None
     ttl: float | None = None
+    # A child run the parent waits on: the parent's journal entry, settled when every
+    # child of that entry has ended (index: the child's place in a batch).
+    parent_entry: runs.Key | None = None
+    batch_index: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -148,6 +152,9 @@ class Store(Protocol):
 
     async def journal(self, run_id: str) -> list[runs.Entry]:
         """The run's journal entries in commit order."""
+
+    async def entry(self, run_id: str, key: runs.Key) -> runs.Entry | None:
+        """One journal entry (a settled wait, say), or None."""
 
     async def logs(self, run_id: str) -> list[LogLine]:
         """The run's logs in order."""
@@ -293,3 +300,11 @@ class Store(Protocol):
     async def secret(self, generated: str) -> str:
         """The secret that signs token URLs, stored on first use (`generated`) so every
         process shares it."""
+
+    # --- child runs ------------------------------------------------------------------
+    async def create_children(
+        self, lease: Lease, entry: runs.Entry, children: list[NewRun]
+    ) -> bool:
+        """Create the child runs (each at most once: an existing id is kept) and record
+        the parent's `entry` in one transaction. When every child of a waiting entry has
+        already ended, the entry is settled at once. False if the lease is lost."""

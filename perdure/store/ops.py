@@ -163,6 +163,9 @@ def create_run(tx: Tx, new: base.NewRun) -> tuple[str, bool]:
             "now": tx.now,
             "due_at": tx.now + (new.delay or 0),
             "ttl_expires_at": None if new.ttl is None else tx.now + new.ttl,
+            "parent_branch": None if new.parent_entry is None else new.parent_entry.branch,
+            "parent_seq": None if new.parent_entry is None else new.parent_entry.seq,
+            "batch_index": new.batch_index,
         },
     )
     record_event(tx, new.id, None, status.value, 0)
@@ -211,6 +214,7 @@ def expire(tx: Tx) -> None:
         tx.run(sql.EXPIRE, {"id": row["id"], "now": tx.now, "error": json.dumps(error.to_json())})
         tx.run(sql.FREE_KEY, {"run_id": row["id"]})
         record_event(tx, row["id"], None, "expired", 0, None, "ttl passed")
+        _ended(tx, row["id"])
 
 
 def _take(
@@ -439,8 +443,24 @@ def _finish(
         tx.run(sql.FREE_KEY, {"run_id": lease.run_id})
     if status is runs.RunStatus.CANCELED:
         tx.run(sql.CANCEL_RUN_TOKENS, {"run_id": lease.run_id, "now": tx.now})
+        _cancel_children(tx, lease.run_id)
     _progress(tx, lease.run_id, progress)
+    _ended(tx, lease.run_id)
     return True
+
+
+def _ended(tx: Tx, run_id: str) -> None:
+    from perdure.store import children  # children builds on this module
+
+    children.child_ended(tx, run_id)
+
+
+def _cancel_children(tx: Tx, run_id: str) -> None:
+    """A canceled parent cancels its unfinished children (and so theirs)."""
+    from perdure.store import children
+
+    for child in children.unfinished_children(tx, run_id):
+        cancel_run(tx, child)
 
 
 finish = _finish
@@ -465,6 +485,8 @@ def cancel_run(tx: Tx, run_id: str) -> runs.Run:
         tx.run(sql.FREE_KEY, {"run_id": run_id})
         tx.run(sql.CANCEL_RUN_TOKENS, {"run_id": run_id, "now": tx.now})
         record_event(tx, run_id, run.status.value, "canceled", run.attempts, None, "canceled")
+        _ended(tx, run_id)
+    _cancel_children(tx, run_id)
     return require_run(tx, run_id)
 
 

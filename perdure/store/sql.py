@@ -24,9 +24,11 @@ HOLD_KEY = """INSERT INTO idempotency_keys (task_id, key, run_id, expires_at)
 FREE_KEY = "DELETE FROM idempotency_keys WHERE run_id = :run_id"
 
 INSERT_RUN = """INSERT INTO runs (id, task_id, queue, concurrency_key, priority, status, payload,
-        tags, parent_id, root_id, idempotency_key, version, created_at, due_at, ttl_expires_at)
+        tags, parent_id, root_id, idempotency_key, version, created_at, due_at, ttl_expires_at,
+        parent_branch, parent_seq, batch_index)
     VALUES (:id, :task_id, :queue, :concurrency_key, :priority, :status, :payload, :tags,
-        :parent_id, :root_id, :idempotency_key, :version, :now, :due_at, :ttl_expires_at)"""
+        :parent_id, :root_id, :idempotency_key, :version, :now, :due_at, :ttl_expires_at,
+        :parent_branch, :parent_seq, :batch_index)"""
 
 INSERT_EVENT = """INSERT INTO run_events (run_id, at, from_status, to_status, attempt, worker_id,
         detail)
@@ -261,3 +263,23 @@ SETTLED_WAITS = """SELECT j.run_id, j.branch, j.seq FROM journal j
 
 WORKER_ALIVE = """SELECT 1 FROM workers
     WHERE id = :worker_id AND dead_at IS NULL AND stopped_at IS NULL"""
+
+# --- child runs ----------------------------------------------------------------------
+
+RUN_EXISTS = "SELECT 1 FROM runs WHERE id = :id"
+
+PARENT_ENTRY_OF = """SELECT parent_id, parent_branch, parent_seq FROM runs
+    WHERE id = :id AND parent_id IS NOT NULL AND parent_seq IS NOT NULL"""
+
+SIBLINGS = """SELECT id, status, output, error FROM runs
+    WHERE parent_id = :parent_id AND parent_branch = :branch AND parent_seq = :seq
+    ORDER BY batch_index"""
+
+ENTRY_STATE = """SELECT kind, status FROM journal
+    WHERE run_id = :run_id AND branch = :branch AND seq = :seq AND sub = ''"""
+
+UNFINISHED_CHILDREN = """SELECT id FROM runs WHERE parent_id = :parent_id
+    AND status NOT IN ('completed', 'failed', 'canceled', 'timed_out', 'expired')"""
+
+GET_ENTRY = f"""SELECT {ENTRY_COLUMNS} FROM journal
+    WHERE run_id = :run_id AND branch = :branch AND seq = :seq AND sub = ''"""

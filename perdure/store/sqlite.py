@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 from perdure import exceptions, runs
 from perdure.store import base, migrations, ops, sql, waits, wakeup
+from perdure.store import children as child_ops
 
 T = TypeVar("T")
 Op = Callable[[ops.Tx], Any]
@@ -262,6 +263,11 @@ class SqliteStore:
         result: list[runs.Entry] = await self._read_op(lambda tx: ops.journal(tx, run_id))
         return result
 
+    async def entry(self, run_id: str, key: runs.Key) -> runs.Entry | None:
+        params = {"run_id": run_id, "branch": key.branch, "seq": key.seq}
+        rows = await self._read_op(lambda tx: tx.rows(sql.GET_ENTRY, params))
+        return ops.entry_from_row(rows[0]) if rows else None
+
     async def logs(self, run_id: str) -> list[base.LogLine]:
         rows = await self._read_op(lambda tx: tx.rows(sql.LIST_LOGS, {"run_id": run_id}))
         return [base.LogLine(**dict(r)) for r in rows]
@@ -420,6 +426,17 @@ class SqliteStore:
             lambda tx: ops.settled_waits(tx, waits)
         )
         return found
+
+    # --- child runs ------------------------------------------------------------------
+
+    async def create_children(
+        self, lease: base.Lease, entry: runs.Entry, children: list[base.NewRun]
+    ) -> bool:
+        done = bool(
+            await self._write_op(lambda tx: child_ops.create_children(tx, lease, entry, children))
+        )
+        self.wakeup.notify()
+        return done
 
     # --- tokens ----------------------------------------------------------------------
 

@@ -126,3 +126,18 @@ async def approval(payload: dict) -> dict:
 @app.task(id="parked")
 async def parked() -> None:
     await perdure.wait_for_token(await perdure.create_token())
+
+
+@app.task(id="leaf")
+async def leaf(n: int) -> int:
+    effect("leaf")
+    await perdure.sleep(0.5)
+    return n * 10
+
+
+@app.task(id="fan")
+async def fan(payload: dict) -> list[int]:
+    await step_a(0)
+    results = await leaf.batch_trigger_and_wait(list(range(payload["children"])))
+    await step_c(1)
+    return [r.unwrap() for r in results]

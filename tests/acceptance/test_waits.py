@@ -67,3 +67,20 @@ async def test_runs_waiting_on_tokens_hold_no_worker_memory(cluster):
     # 1,000 more parked runs: the worker's memory stays put (a few KiB of allocator noise
     # per thousand is fine; a run kept in memory would cost far more)
     assert growth < 4 * 1024, f"RSS grew {growth} KiB for 1,000 more parked runs"
+
+
+async def test_a_sigkill_while_a_parent_waits_on_children_creates_no_child_twice(cluster):
+    first = cluster.worker(PERDURE_SUSPEND_AFTER="600", **LONG_LEASE)  # parent stays in memory
+    run_id = await cluster.trigger("fan", {"children": 5})
+    await cluster.until(lambda: cluster.count()["leaf"] == 5, what="children started")
+    first.kill()  # the parent and its children were all in flight
+    cluster.worker(**LONG_LEASE)
+    await cluster.until(lambda: _done(cluster, run_id), what="parent completed")
+    run = await cluster.run(run_id)
+    assert run.status is perdure.RunStatus.COMPLETED
+    assert run.output == [0, 10, 20, 30, 40]
+    children = await cluster.client.runs.list(parent_id=run_id)
+    assert len(children) == 5  # created once, whatever the replay
+    assert all(c.status is perdure.RunStatus.COMPLETED for c in children)
+    counts = cluster.count(run_id)
+    assert counts["A"] == 1 and counts["C"] == 1

@@ -223,3 +223,57 @@ async def test_a_bad_child_payload_fails_the_parent_at_the_call(make_app):
     assert failed.value.error.type == "PayloadError" and "words" in failed.value.error.message
     assert await app.runs.list(parent_id=handle.id) == []
     assert (await app.runs.get(handle.id)).attempts == 1
+
+
+async def test_parallel_waits_on_steps_sleeps_tokens_and_children_in_one_gather(make_app):
+    app = make_app(suspend_after=0.2)
+
+    @app.task(id="sub")
+    async def sub(n: int) -> int:
+        await perdure.sleep(0.2)
+        return n + 100
+
+    @app.task(id="everything")
+    async def everything() -> list[object]:
+        token = await perdure.create_token(timeout=30)
+
+        async def slept() -> str:
+            await perdure.sleep(0.4)
+            return "slept"
+
+        stepped, nap, data, one, batch = await asyncio.gather(
+            perdure.run_step("step", lambda: "stepped"),
+            slept(),
+            perdure.wait_for_token(token),
+            sub.trigger_and_wait(1),
+            sub.batch_trigger_and_wait([2, 3]),
+        )
+        return [stepped, nap, data, one, [r.output for r in batch]]
+
+    async with testing.worker(app):
+        handle = await everything.trigger()
+        await until(lambda: _token_of(app, handle.id))
+        token = await _token_of(app, handle.id)
+        await app.tokens.complete(token.id, {"approved": True})
+        result = await handle.result(timeout=15)
+    assert result == ["stepped", "slept", {"approved": True}, 101, [102, 103]]
+
+
+async def _token_of(app, run_id):
+    found = await app.tokens.list(run_id=run_id, status="waiting")
+    return found[0] if found else None
+
+
+async def test_a_run_still_queued_when_its_ttl_passes_ends_expired(make_app):
+    app = make_app()
+
+    @app.task(id="stale")
+    async def stale() -> None: ...
+
+    handle = await stale.trigger(ttl=0.2)  # no worker yet
+    await asyncio.sleep(0.4)
+    async with testing.worker(app):
+        with pytest.raises(perdure.RunFailed) as failed:
+            await handle.result(timeout=10)
+    assert failed.value.error.type == "expired"
+    assert (await app.runs.get(handle.id)).status is perdure.RunStatus.EXPIRED

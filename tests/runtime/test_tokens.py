@@ -155,3 +155,21 @@ async def test_canceling_a_run_cancels_its_waiting_tokens(make_app):
             await handle.result(timeout=10)
     (token,) = await app.tokens.list(run_id=handle.id)
     assert token.status is perdure.TokenStatus.CANCELED
+
+
+async def test_completion_data_must_fit_max_payload_bytes(make_app):
+    app = make_app(max_payload_bytes=100, suspend_after=0.1)
+
+    @app.task(id="small-approval")
+    async def small() -> dict:
+        return await perdure.wait_for_token(await perdure.create_token())
+
+    async with testing.worker(app):
+        handle = await small.trigger()
+        await until(lambda: _waiting_token(app, handle.id))
+        token = await _waiting_token(app, handle.id)
+        with pytest.raises(perdure.PayloadError, match="max_payload_bytes=100"):
+            await app.tokens.complete(token.id, {"notes": "x" * 200})
+        assert (await app.tokens.get(token.id)).status is perdure.TokenStatus.WAITING
+        await app.tokens.complete(token.id, {"ok": 1})
+        assert await handle.result(timeout=10) == {"ok": 1}

@@ -231,3 +231,23 @@ async def test_a_task_group_of_sleeping_branches_suspends_and_replays_per_branch
     trace = await app.runs.trace(handle.id)
     assert "waiting" in [e.to_status for e in trace.events]  # the parent did not pin it
     assert sorted(ran) == ["x", "y"]  # each "before" step ran once, across the suspension
+
+
+@pytest.mark.parametrize("seconds", [0.2, 1.0], ids=["in-memory", "suspended"])
+async def test_timers_never_fire_early_and_fire_soon_after_their_deadline(make_app, seconds):
+    app = make_app(suspend_after=0.5)  # 0.2 s waits in memory; 1.0 s suspends
+    lateness: list[float] = []
+
+    @app.task(id="timer")
+    async def timer() -> None:
+        deadline = perdure.now() + timedelta(seconds=seconds)
+        await perdure.sleep_until(deadline)
+        woke = await perdure.run_step("woke", lambda: datetime.now(UTC).timestamp())
+        lateness.append(woke - deadline.timestamp())
+
+    async with testing.worker(app):
+        handles = [await timer.trigger() for _ in range(5)]
+        for handle in handles:
+            await handle.result(timeout=15)
+    assert min(lateness) >= 0  # never before the deadline
+    assert max(lateness) < 2.0  # a generous bound; bench/ measures how prompt it really is

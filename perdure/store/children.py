@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 from perdure import runs
-from perdure.store import base, ops, sql
+from perdure.store import base, ops
 
 
 def create_children(
@@ -22,9 +22,9 @@ def create_children(
     if not ops.lease_held(tx, lease):
         return False
     for child in children:
-        if not tx.rows(sql.RUN_EXISTS, {"id": child.id}):
+        if not tx.rows(tx.q.RUN_EXISTS, {"id": child.id}):
             ops.create_run(tx, child)
-    tx.run(sql.UPSERT_ENTRY, ops.entry_params(lease.run_id, entry))
+    tx.run(tx.q.UPSERT_ENTRY, ops.entry_params(lease.run_id, entry))
     if entry.status is runs.EntryStatus.PENDING:
         _settle_if_all_ended(tx, lease.run_id, entry.key)
     return True
@@ -33,7 +33,7 @@ def create_children(
 def child_ended(tx: ops.Tx, run_id: str) -> None:
     """Called by every transition that ends a run: settle its parent's wait if it was the
     last child of that entry to end."""
-    row = ops.one(tx, sql.PARENT_ENTRY_OF, {"id": run_id})
+    row = ops.one(tx, tx.q.PARENT_ENTRY_OF, {"id": run_id})
     if row is not None:
         key = runs.Key(branch=row["parent_branch"], seq=row["parent_seq"])
         _settle_if_all_ended(tx, row["parent_id"], key)
@@ -58,17 +58,19 @@ def outcome(row: ops.Row) -> dict[str, Any]:
 
 def _settle_if_all_ended(tx: ops.Tx, parent_id: str, key: runs.Key) -> None:
     state = ops.one(
-        tx, sql.ENTRY_STATE, {"run_id": parent_id, "branch": key.branch, "seq": key.seq}
+        tx, tx.q.ENTRY_STATE, {"run_id": parent_id, "branch": key.branch, "seq": key.seq}
     )
     if state is None or state["status"] != runs.EntryStatus.PENDING.value:
         return  # a child started without waiting, or already settled
-    siblings = tx.rows(sql.SIBLINGS, {"parent_id": parent_id, "branch": key.branch, "seq": key.seq})
+    siblings = tx.rows(
+        tx.q.SIBLINGS, {"parent_id": parent_id, "branch": key.branch, "seq": key.seq}
+    )
     if not siblings or any(not runs.RunStatus(s["status"]).is_terminal for s in siblings):
         return
     outcomes = [outcome(s) for s in siblings]
     result = outcomes if state["kind"] == runs.EntryKind.BATCH.value else outcomes[0]
     tx.run(
-        sql.SETTLE_WAIT,
+        tx.q.SETTLE_WAIT,
         {
             "run_id": parent_id,
             "branch": key.branch,
@@ -79,8 +81,8 @@ def _settle_if_all_ended(tx: ops.Tx, parent_id: str, key: runs.Key) -> None:
             "error": None,
         },
     )
-    tx.run(sql.WAKE_RUN, {"run_id": parent_id, "now": tx.now})
+    tx.run(tx.q.WAKE_RUN, {"run_id": parent_id, "now": tx.now})
 
 
 def unfinished_children(tx: ops.Tx, parent_id: str) -> list[str]:
-    return [r["id"] for r in tx.rows(sql.UNFINISHED_CHILDREN, {"parent_id": parent_id})]
+    return [r["id"] for r in tx.rows(tx.q.UNFINISHED_CHILDREN, {"parent_id": parent_id})]

@@ -12,13 +12,17 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from perdure import exceptions, runs
-from perdure.store import base, sql
+from perdure.store import base
 
 Row = Mapping[str, Any]
 
 
 class Tx(Protocol):
+    """A connection inside a transaction, with the clock read at its start and `q`, the
+    named queries of its backend's dialect."""
+
     now: float
+    q: Any
 
     def rows(self, query: str, params: Mapping[str, Any]) -> Sequence[Row]: ...
     def run(self, query: str, params: Mapping[str, Any]) -> int: ...
@@ -85,7 +89,7 @@ def entry_from_row(row: Row) -> runs.Entry:
 
 
 def get_run(tx: Tx, run_id: str) -> runs.Run | None:
-    row = one(tx, sql.GET_RUN, {"id": run_id})
+    row = one(tx, tx.q.GET_RUN, {"id": run_id})
     return None if row is None else run_from_row(row)
 
 
@@ -97,7 +101,7 @@ def require_run(tx: Tx, run_id: str) -> runs.Run:
 
 
 def journal(tx: Tx, run_id: str) -> list[runs.Entry]:
-    return [entry_from_row(r) for r in tx.rows(sql.LIST_JOURNAL, {"run_id": run_id})]
+    return [entry_from_row(r) for r in tx.rows(tx.q.LIST_JOURNAL, {"run_id": run_id})]
 
 
 # --- events ----------------------------------------------------------------------------
@@ -113,7 +117,7 @@ def record_event(
     detail: str | None = None,
 ) -> None:
     tx.run(
-        sql.INSERT_EVENT,
+        tx.q.INSERT_EVENT,
         {
             "run_id": run_id,
             "at": tx.now,
@@ -131,11 +135,11 @@ def record_event(
 
 def create_run(tx: Tx, new: base.NewRun) -> tuple[str, bool]:
     if new.idempotency_key is not None:
-        held = one(tx, sql.FIND_KEY, {"task_id": new.task_id, "key": new.idempotency_key})
+        held = one(tx, tx.q.FIND_KEY, {"task_id": new.task_id, "key": new.idempotency_key})
         if held is not None and held["expires_at"] > tx.now:
             return held["run_id"], True
         tx.run(
-            sql.HOLD_KEY,
+            tx.q.HOLD_KEY,
             {
                 "task_id": new.task_id,
                 "key": new.idempotency_key,
@@ -146,7 +150,7 @@ def create_run(tx: Tx, new: base.NewRun) -> tuple[str, bool]:
     delayed = new.delay is not None and new.delay > 0
     status = runs.RunStatus.DELAYED if delayed else runs.RunStatus.QUEUED
     tx.run(
-        sql.INSERT_RUN,
+        tx.q.INSERT_RUN,
         {
             "id": new.id,
             "task_id": new.task_id,
@@ -185,7 +189,7 @@ def claim(
     token: Any,
 ) -> list[base.Claim]:
     """`token` is a callable returning a fresh lease token."""
-    if not tx.rows(sql.WORKER_ALIVE, {"worker_id": worker_id}):
+    if not tx.rows(tx.q.WORKER_ALIVE, {"worker_id": worker_id}):
         return []  # declared dead or stopped: it may hold nothing more
     expire(tx)
     params = {
@@ -194,13 +198,13 @@ def claim(
         "now": tx.now,
         "worker_id": worker_id,
     }
-    orphans = [r["id"] for r in tx.rows(sql.ORPHANED_RUNS, {**params, "limit": limit})]
+    orphans = [r["id"] for r in tx.rows(tx.q.ORPHANED_RUNS, {**params, "limit": limit})]
     claims = [
         c for c in (_take(tx, i, worker_id, version, max_recoveries, token()) for i in orphans) if c
     ]
     room = limit - len(orphans)
     if room > 0:
-        due = [r["id"] for r in tx.rows(sql.CLAIMABLE_RUNS, {**params, "limit": room})]
+        due = [r["id"] for r in tx.rows(tx.q.CLAIMABLE_RUNS, {**params, "limit": room})]
         claims += [
             c for c in (_take(tx, i, worker_id, version, max_recoveries, token()) for i in due) if c
         ]
@@ -210,9 +214,9 @@ def claim(
 def expire(tx: Tx) -> None:
     """End queued and delayed runs whose ttl passed before any worker took them."""
     error = runs.RunError(type="expired", message="the run's ttl passed before it started")
-    for row in tx.rows(sql.EXPIRED_RUNS, {"now": tx.now}):
-        tx.run(sql.EXPIRE, {"id": row["id"], "now": tx.now, "error": json.dumps(error.to_json())})
-        tx.run(sql.FREE_KEY, {"run_id": row["id"]})
+    for row in tx.rows(tx.q.EXPIRED_RUNS, {"now": tx.now}):
+        tx.run(tx.q.EXPIRE, {"id": row["id"], "now": tx.now, "error": json.dumps(error.to_json())})
+        tx.run(tx.q.FREE_KEY, {"run_id": row["id"]})
         record_event(tx, row["id"], None, "expired", 0, None, "ttl passed")
         _ended(tx, row["id"])
 
@@ -220,7 +224,7 @@ def expire(tx: Tx) -> None:
 def _take(
     tx: Tx, run_id: str, worker_id: str, version: str | None, max_recoveries: int, token: str
 ) -> base.Claim | None:
-    row = one(tx, sql.GET_CLAIM_ROW, {"id": run_id})
+    row = one(tx, tx.q.GET_CLAIM_ROW, {"id": run_id})
     assert row is not None
     status = runs.RunStatus(row["status"])
     takeover = status is runs.RunStatus.RUNNING
@@ -231,7 +235,7 @@ def _take(
         _end_orphan(tx, row, recoveries, max_recoveries)
         return None
     tx.run(
-        sql.TAKE_LEASE,
+        tx.q.TAKE_LEASE,
         {
             "id": run_id,
             "token": token,
@@ -273,7 +277,7 @@ def _end_orphan(tx: Tx, row: Row, recoveries: int, max_recoveries: int) -> None:
         f"(max_recoveries={max_recoveries}); its last step may crash the process",
     )
     token = "orphan"
-    tx.run("UPDATE runs SET lease_token = :token WHERE id = :id", {"token": token, "id": row["id"]})
+    tx.run(tx.q.SET_LEASE_TOKEN, {"token": token, "id": row["id"]})
     _finish(tx, base.Lease(run_id=row["id"], token=token), status, None, error, [], None)
 
 
@@ -281,7 +285,7 @@ def _end_orphan(tx: Tx, row: Row, recoveries: int, max_recoveries: int) -> None:
 
 
 def lease_held(tx: Tx, lease: base.Lease) -> bool:
-    return bool(tx.rows(sql.CHECK_LEASE, {"run_id": lease.run_id, "token": lease.token}))
+    return bool(tx.rows(tx.q.CHECK_LEASE, {"run_id": lease.run_id, "token": lease.token}))
 
 
 def entry_params(run_id: str, e: runs.Entry) -> dict[str, Any]:
@@ -308,7 +312,7 @@ def _progress(tx: Tx, run_id: str, progress: base.Progress | None) -> None:
         return
     for line in progress.logs:
         tx.run(
-            sql.INSERT_LOG,
+            tx.q.INSERT_LOG,
             {
                 "run_id": run_id,
                 "attempt": line.attempt,
@@ -321,9 +325,9 @@ def _progress(tx: Tx, run_id: str, progress: base.Progress | None) -> None:
         )
     if progress.metadata is not None:
         # Each key given replaces that key's value (None included); others are kept.
-        row = one(tx, sql.GET_METADATA, {"run_id": run_id})
+        row = one(tx, tx.q.GET_METADATA, {"run_id": run_id})
         merged = {**json.loads(row["metadata"] if row else "{}"), **progress.metadata}
-        tx.run(sql.SET_METADATA, {"run_id": run_id, "metadata": json.dumps(merged)})
+        tx.run(tx.q.SET_METADATA, {"run_id": run_id, "metadata": json.dumps(merged)})
 
 
 def checkpoint(
@@ -333,7 +337,7 @@ def checkpoint(
     if not lease_held(tx, lease):
         return False
     for entry in entries:
-        tx.run(sql.UPSERT_ENTRY, entry_params(lease.run_id, entry))
+        tx.run(tx.q.UPSERT_ENTRY, entry_params(lease.run_id, entry))
     _progress(tx, lease.run_id, progress)
     return True
 
@@ -346,7 +350,7 @@ def _transition(
     to_status: str,
     detail: str | None,
 ) -> bool:
-    state = one(tx, sql.GET_RUN_STATE, {"id": lease.run_id})
+    state = one(tx, tx.q.GET_RUN_STATE, {"id": lease.run_id})
     if state is None or state["lease_token"] != lease.token:
         return False
     tx.run(query, {"run_id": lease.run_id, "token": lease.token, "now": tx.now, **params})
@@ -373,7 +377,7 @@ def suspend(
     if waits and settled_waits(tx, [(lease.run_id, k) for k in waits]):
         due_at = tx.now  # what it waits on was settled meanwhile: wake at once
     params = {"due_at": due_at, "executed_seconds": executed}
-    if not _transition(tx, lease, sql.SUSPEND, params, "waiting", None):
+    if not _transition(tx, lease, tx.q.SUSPEND, params, "waiting", None):
         return False
     _progress(tx, lease.run_id, progress)
     return True
@@ -384,13 +388,13 @@ def settled_waits(tx: Tx, waits: list[tuple[str, runs.Key]]) -> list[tuple[str, 
     given = json.dumps([[run_id, k.branch, k.seq] for run_id, k in waits])
     return [
         (r["run_id"], runs.Key(branch=r["branch"], seq=r["seq"]))
-        for r in tx.rows(sql.SETTLED_WAITS, {"waits": given})
+        for r in tx.rows(tx.q.SETTLED_WAITS, {"waits": given})
     ]
 
 
 def release(tx: Tx, lease: base.Lease, executed: float, progress: base.Progress | None) -> bool:
     params = {"executed_seconds": executed}
-    if not _transition(tx, lease, sql.RELEASE, params, "queued", "released at worker shutdown"):
+    if not _transition(tx, lease, tx.q.RELEASE, params, "queued", "released at worker shutdown"):
         return False
     _progress(tx, lease.run_id, progress)
     return True
@@ -399,7 +403,7 @@ def release(tx: Tx, lease: base.Lease, executed: float, progress: base.Progress 
 def _drop(tx: Tx, run_id: str, keys: list[runs.Key]) -> None:
     for key in keys:
         tx.run(
-            sql.DELETE_ENTRY,
+            tx.q.DELETE_ENTRY,
             {"run_id": run_id, "branch": key.branch, "seq": key.seq, "sub": key.sub},
         )
 
@@ -414,7 +418,7 @@ def retry_later(
 ) -> bool:
     params = {"due_at": tx.now + delay, "error": json.dumps(error.to_json())}
     detail = f"{error.type}: {error.message}"
-    if not _transition(tx, lease, sql.RETRY_LATER, params, "retrying", detail):
+    if not _transition(tx, lease, tx.q.RETRY_LATER, params, "retrying", detail):
         return False
     _drop(tx, lease.run_id, drop)
     _progress(tx, lease.run_id, progress)
@@ -437,12 +441,12 @@ def _finish(
         "escaped": json.dumps([[k.branch, k.seq, k.sub] for k in drop]) if drop else None,
     }
     detail = None if error is None else f"{error.type}: {error.message}"
-    if not _transition(tx, lease, sql.FINISH, params, status.value, detail):
+    if not _transition(tx, lease, tx.q.FINISH, params, status.value, detail):
         return False
     if status in runs.KEY_FREEING:
-        tx.run(sql.FREE_KEY, {"run_id": lease.run_id})
+        tx.run(tx.q.FREE_KEY, {"run_id": lease.run_id})
     if status is runs.RunStatus.CANCELED:
-        tx.run(sql.CANCEL_RUN_TOKENS, {"run_id": lease.run_id, "now": tx.now})
+        tx.run(tx.q.CANCEL_RUN_TOKENS, {"run_id": lease.run_id, "now": tx.now})
         _cancel_children(tx, lease.run_id)
     _progress(tx, lease.run_id, progress)
     _ended(tx, lease.run_id)
@@ -476,14 +480,14 @@ def cancel_run(tx: Tx, run_id: str) -> runs.Run:
             f"run {run_id} is already {run.status.value}; only unfinished runs can be canceled"
         )
     if run.status is runs.RunStatus.RUNNING:
-        tx.run(sql.REQUEST_CANCEL, {"id": run_id, "now": tx.now})
+        tx.run(tx.q.REQUEST_CANCEL, {"id": run_id, "now": tx.now})
     elif run.status is runs.RunStatus.WAITING:
         # It started: wake it so its code gets CancelledError and may clean up.
-        tx.run(sql.REQUEST_CANCEL_AND_WAKE, {"id": run_id, "now": tx.now})
+        tx.run(tx.q.REQUEST_CANCEL_AND_WAKE, {"id": run_id, "now": tx.now})
     else:
-        tx.run(sql.CANCEL_IDLE, {"id": run_id, "now": tx.now})
-        tx.run(sql.FREE_KEY, {"run_id": run_id})
-        tx.run(sql.CANCEL_RUN_TOKENS, {"run_id": run_id, "now": tx.now})
+        tx.run(tx.q.CANCEL_IDLE, {"id": run_id, "now": tx.now})
+        tx.run(tx.q.FREE_KEY, {"run_id": run_id})
+        tx.run(tx.q.CANCEL_RUN_TOKENS, {"run_id": run_id, "now": tx.now})
         record_event(tx, run_id, run.status.value, "canceled", run.attempts, None, "canceled")
         _ended(tx, run_id)
     _cancel_children(tx, run_id)
@@ -497,16 +501,16 @@ def retry_run(tx: Tx, run_id: str, key_ttl: float) -> runs.Run:
             f"run {run_id} is {run.status.value}; only failed, timed_out or canceled runs "
             "can be retried"
         )
-    escaped = one(tx, sql.GET_ESCAPED, {"id": run_id})
+    escaped = one(tx, tx.q.GET_ESCAPED, {"id": run_id})
     if escaped is not None and escaped["escaped"]:
         keys = [runs.Key(branch=b, seq=s, sub=u) for b, s, u in json.loads(escaped["escaped"])]
         _drop(tx, run_id, keys)
-    tx.run(sql.REQUEUE, {"id": run_id, "now": tx.now})
+    tx.run(tx.q.REQUEUE, {"id": run_id, "now": tx.now})
     if run.idempotency_key is not None:
-        held = one(tx, sql.FIND_KEY, {"task_id": run.task_id, "key": run.idempotency_key})
+        held = one(tx, tx.q.FIND_KEY, {"task_id": run.task_id, "key": run.idempotency_key})
         if held is None or held["expires_at"] <= tx.now:
             tx.run(
-                sql.HOLD_KEY,
+                tx.q.HOLD_KEY,
                 {
                     "task_id": run.task_id,
                     "key": run.idempotency_key,
@@ -521,7 +525,7 @@ def retry_run(tx: Tx, run_id: str, key_ttl: float) -> runs.Run:
 def replay_run(
     tx: Tx, run_id: str, new_id: str, payload: str | None, before: runs.Key | None
 ) -> str:
-    row = one(tx, "SELECT * FROM runs WHERE id = :id", {"id": run_id})
+    row = one(tx, tx.q.GET_RUN_ROW, {"id": run_id})
     if row is None:
         raise exceptions.RunNotFound(f"no run has the id {run_id!r}")
     new = base.NewRun(
@@ -538,11 +542,11 @@ def replay_run(
     create_run(tx, new)
     if before is not None:
         found = one(
-            tx, sql.ENTRY_ORD, {"run_id": run_id, "branch": before.branch, "seq": before.seq}
+            tx, tx.q.ENTRY_ORD, {"run_id": run_id, "branch": before.branch, "seq": before.seq}
         )
         if found is None:
             raise exceptions.InvalidTransition(
                 f"run {run_id} has no journal entry at {before}; pick a position its trace shows"
             )
-        tx.run(sql.COPY_ENTRIES, {"new_id": new_id, "run_id": run_id, "before_ord": found["ord"]})
+        tx.run(tx.q.COPY_ENTRIES, {"new_id": new_id, "run_id": run_id, "before_ord": found["ord"]})
     return new_id

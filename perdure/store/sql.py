@@ -283,3 +283,7 @@ UNFINISHED_CHILDREN = """SELECT id FROM runs WHERE parent_id = :parent_id
 
 GET_ENTRY = f"""SELECT {ENTRY_COLUMNS} FROM journal
     WHERE run_id = :run_id AND branch = :branch AND seq = :seq AND sub = ''"""
+
+SET_LEASE_TOKEN = "UPDATE runs SET lease_token = :token WHERE id = :id"
+
+GET_RUN_ROW = "SELECT * FROM runs WHERE id = :id"

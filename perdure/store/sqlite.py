@@ -47,6 +47,7 @@ def path_from_url(url: str) -> Path:
 class _Tx:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
+        self.q: Any = sql
         self.now = time.time()
 
     def rows(self, query: str, params: Mapping[str, Any]) -> Sequence[ops.Row]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from perdure import exceptions, runs
-from perdure.store import base, ops, sql
+from perdure.store import base, ops
 
 OPEN = ("waiting", "completed")  # statuses a token's idempotency key still points at
 
@@ -42,14 +42,14 @@ def create_token(
         return None
     chosen = token_id
     if key is not None:
-        held = ops.one(tx, sql.TOKEN_BY_KEY, {"key": key})
+        held = ops.one(tx, tx.q.TOKEN_BY_KEY, {"key": key})
         if held is not None and held["status"] in OPEN:
             chosen = held["id"]
         elif held is not None:
-            tx.run(sql.RELEASE_TOKEN_KEY, {"id": held["id"]})
-    if chosen == token_id and ops.one(tx, sql.GET_TOKEN, {"id": token_id}) is None:
+            tx.run(tx.q.RELEASE_TOKEN_KEY, {"id": held["id"]})
+    if chosen == token_id and ops.one(tx, tx.q.GET_TOKEN, {"id": token_id}) is None:
         tx.run(
-            sql.INSERT_TOKEN,
+            tx.q.INSERT_TOKEN,
             {
                 "id": token_id,
                 "run_id": lease.run_id,
@@ -69,7 +69,7 @@ def create_token(
         finished_at=entry.finished_at,
         attempt=entry.attempt,
     )
-    tx.run(sql.UPSERT_ENTRY, ops.entry_params(lease.run_id, recorded))
+    tx.run(tx.q.UPSERT_ENTRY, ops.entry_params(lease.run_id, recorded))
     return chosen
 
 
@@ -78,19 +78,19 @@ def wait_token(tx: ops.Tx, lease: base.Lease, entry: runs.Entry) -> WaitState | 
     is lost. A waiting token past its timeout times out here."""
     if not ops.lease_held(tx, lease):
         return None
-    row = ops.one(tx, sql.GET_TOKEN, {"id": entry.name})
+    row = ops.one(tx, tx.q.GET_TOKEN, {"id": entry.name})
     if row is None:
         raise exceptions.PayloadError(f"no token has the id {entry.name!r}")
     status = row["status"]
     if status == "waiting" and row["timeout_at"] is not None and row["timeout_at"] <= tx.now:
         tx.run(
-            sql.SET_TOKEN_STATUS,
+            tx.q.SET_TOKEN_STATUS,
             {"id": row["id"], "status": "timed_out", "data": None, "now": tx.now},
         )
         status = "timed_out"
     if status == "waiting":
         pending = _entry(entry, runs.EntryStatus.PENDING, wake_at=row["timeout_at"])
-        tx.run(sql.UPSERT_ENTRY, ops.entry_params(lease.run_id, pending))
+        tx.run(tx.q.UPSERT_ENTRY, ops.entry_params(lease.run_id, pending))
         return WaitState(status=status, timeout_at=row["timeout_at"])
     completed = status == "completed"
     settled = _entry(
@@ -100,7 +100,7 @@ def wait_token(tx: ops.Tx, lease: base.Lease, entry: runs.Entry) -> WaitState | 
         error=None if completed else timeout_error(entry.name, status),
         finished_at=tx.now,
     )
-    tx.run(sql.UPSERT_ENTRY, ops.entry_params(lease.run_id, settled))
+    tx.run(tx.q.UPSERT_ENTRY, ops.entry_params(lease.run_id, settled))
     return WaitState(status=status, data=row["data"])
 
 
@@ -127,7 +127,7 @@ def _settle(
     """Mark a wait entry completed (with the data) or failed (timed out / canceled)."""
     completed = status == "completed"
     tx.run(
-        sql.SETTLE_WAIT,
+        tx.q.SETTLE_WAIT,
         {
             "run_id": run_id,
             "branch": key.branch,
@@ -143,7 +143,7 @@ def _settle(
 def complete_token(tx: ops.Tx, token_id: str, data: str) -> list[str]:
     """Complete a waiting token: the first completion wins. Settles every wait on it and
     wakes the runs that wait; returns their ids."""
-    row = ops.one(tx, sql.GET_TOKEN, {"id": token_id})
+    row = ops.one(tx, tx.q.GET_TOKEN, {"id": token_id})
     if row is None:
         raise exceptions.TokenNotFound(f"no token has the id {token_id!r}")
     if row["status"] == "waiting" and row["timeout_at"] is not None and row["timeout_at"] <= tx.now:
@@ -153,13 +153,13 @@ def complete_token(tx: ops.Tx, token_id: str, data: str) -> list[str]:
     if row["status"] != "waiting":
         raise exceptions.InvalidTransition(_settled_message(token_id, row["status"]))
     tx.run(
-        sql.SET_TOKEN_STATUS, {"id": token_id, "status": "completed", "data": data, "now": tx.now}
+        tx.q.SET_TOKEN_STATUS, {"id": token_id, "status": "completed", "data": data, "now": tx.now}
     )
     woken = []
-    for wait in tx.rows(sql.PENDING_WAITS, {"token": token_id}):
+    for wait in tx.rows(tx.q.PENDING_WAITS, {"token": token_id}):
         key = runs.Key(branch=wait["branch"], seq=wait["seq"])
         _settle(tx, wait["run_id"], key, token_id, "completed", data)
-        tx.run(sql.WAKE_RUN, {"run_id": wait["run_id"], "now": tx.now})
+        tx.run(tx.q.WAKE_RUN, {"run_id": wait["run_id"], "now": tx.now})
         woken.append(wait["run_id"])
     return woken
 
@@ -172,11 +172,11 @@ def _settled_message(token_id: str, status: str) -> str:
 
 
 def cancel_run_tokens(tx: ops.Tx, run_id: str) -> None:
-    tx.run(sql.CANCEL_RUN_TOKENS, {"run_id": run_id, "now": tx.now})
+    tx.run(tx.q.CANCEL_RUN_TOKENS, {"run_id": run_id, "now": tx.now})
 
 
 def get_token(tx: ops.Tx, token_id: str) -> dict[str, Any] | None:
-    row = ops.one(tx, sql.GET_TOKEN, {"id": token_id})
+    row = ops.one(tx, tx.q.GET_TOKEN, {"id": token_id})
     return None if row is None else dict(row)
 
 
@@ -184,12 +184,12 @@ def list_tokens(
     tx: ops.Tx, status: str | None, run_id: str | None, tag: str | None, limit: int
 ) -> list[dict[str, Any]]:
     params = {"status": status, "run_id": run_id, "tag": tag, "limit": limit}
-    return [dict(r) for r in tx.rows(sql.LIST_TOKENS, params)]
+    return [dict(r) for r in tx.rows(tx.q.LIST_TOKENS, params)]
 
 
 def secret(tx: ops.Tx, generated: str) -> str:
     """The secret that signs token URLs: kept in the store so every server shares it."""
-    tx.run(sql.PUT_META_ONCE, {"key": "secret_key", "value": generated})
-    row = ops.one(tx, sql.GET_META, {"key": "secret_key"})
+    tx.run(tx.q.PUT_META_ONCE, {"key": "secret_key", "value": generated})
+    row = ops.one(tx, tx.q.GET_META, {"key": "secret_key"})
     assert row is not None
     return str(row["value"])

@@ -1,0 +1,427 @@
+"""The machinery shared by stores that run their transactions on one thread of their own.
+
+Operations queue up for that thread, and each batch of writes that accumulated while the
+previous one committed runs in one transaction, each operation in a savepoint of its own:
+group commit, so many concurrent runs share one fsync while each checkpoint is still
+durable before its caller goes on. A backend supplies the connection, how a write
+transaction begins, how busy and errors look, and liveness and wake-ups.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import json
+import queue
+import secrets
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from perdure import exceptions, runs
+from perdure.store import base, ops, waits
+from perdure.store import children as child_ops
+
+T = TypeVar("T")
+Op = Callable[[ops.Tx], Any]
+
+
+@dataclass
+class _Job:
+    op: Op
+    write: bool
+    future: concurrent.futures.Future[Any]
+
+
+class BatchedStore:
+    """The Store's operations over one connection owned by one thread."""
+
+    label = "store"
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    # --- what a backend supplies -------------------------------------------------------
+
+    def _connect(self) -> Any:
+        """Open, check and migrate; the connection the thread will own."""
+        raise NotImplementedError
+
+    def _tx(self, conn: Any) -> ops.Tx:
+        raise NotImplementedError
+
+    def _begin(self, conn: Any) -> None:
+        """Start a write transaction (retrying while another holds the lock)."""
+        raise NotImplementedError
+
+    def _retry(self, fn: Callable[[], T]) -> T:
+        return fn()
+
+    def _translate(self, error: BaseException) -> BaseException:
+        return error
+
+    def _before_commit(self, conn: Any, jobs: list[_Job]) -> None:
+        """Last statements of a write batch (a notification, say)."""
+
+    def _closed(self) -> None:
+        """Release what the backend holds besides the connection."""
+
+    def notify(self) -> None:
+        """Wake the workers: claimable work may have appeared."""
+
+    # --- the connection thread --------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._thread is not None:
+            return
+        ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._thread = threading.Thread(
+            target=self._main, args=(ready,), name=f"perdure-{self.label}", daemon=True
+        )
+        self._thread.start()
+        try:
+            await asyncio.wrap_future(ready)
+        except BaseException:
+            self._thread = None
+            raise
+
+    async def close(self) -> None:
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        self._jobs.put(None)
+        await asyncio.get_running_loop().run_in_executor(None, thread.join)
+        self._closed()
+
+    def _main(self, ready: concurrent.futures.Future[None]) -> None:
+        try:
+            conn = self._connect()
+        except BaseException as error:
+            ready.set_exception(error)
+            return
+        ready.set_result(None)
+        try:
+            while (job := self._jobs.get()) is not None:
+                batch = [job]
+                while len(batch) < 512:
+                    try:
+                        nxt = self._jobs.get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt is None:
+                        self._jobs.put(None)
+                        break
+                    batch.append(nxt)
+                self._run(conn, batch)
+        finally:
+            conn.close()
+
+    def _run(self, conn: Any, batch: list[_Job]) -> None:
+        for job in batch:
+            if not job.write:
+                self._read(conn, job)
+        writes = [job for job in batch if job.write]
+        if writes:
+            self._write(conn, writes)
+
+    def _read(self, conn: Any, job: _Job) -> None:
+        try:
+            result = self._retry(lambda: job.op(self._tx(conn)))
+        except BaseException as error:
+            job.future.set_exception(self._translate(error))
+        else:
+            job.future.set_result(result)
+
+    def _write(self, conn: Any, jobs: list[_Job]) -> None:
+        outcomes: list[tuple[bool, Any]] = []
+        try:
+            self._begin(conn)
+            tx = self._tx(conn)
+            for job in jobs:
+                conn.execute("SAVEPOINT op")
+                try:
+                    outcomes.append((True, job.op(tx)))
+                    conn.execute("RELEASE SAVEPOINT op")
+                except Exception as error:
+                    conn.execute("ROLLBACK TO SAVEPOINT op")
+                    conn.execute("RELEASE SAVEPOINT op")
+                    outcomes.append((False, self._translate(error)))
+            self._before_commit(conn, jobs)
+            conn.execute("COMMIT")
+        except BaseException as error:
+            with contextlib.suppress(Exception):
+                conn.execute("ROLLBACK")
+            failure = self._translate(error)
+            for job in jobs:
+                job.future.set_exception(failure)
+            return
+        for job, (ok, value) in zip(jobs, outcomes, strict=True):
+            if ok:
+                job.future.set_result(value)
+            else:
+                job.future.set_exception(value)
+
+    def _submit(self, op: Op, write: bool) -> concurrent.futures.Future[Any]:
+        if self._thread is None:
+            raise exceptions.StoreError("the store is not open (or was closed)")
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._jobs.put(_Job(op, write, future))
+        return future
+
+    async def _read_op(self, op: Op) -> Any:
+        return await _outcome(self._submit(op, False))
+
+    async def _write_op(self, op: Op) -> Any:
+        return await _outcome(self._submit(op, True))
+
+    # --- client ----------------------------------------------------------------------
+
+    async def create_run(self, new: base.NewRun) -> tuple[str, bool]:
+        result: tuple[str, bool] = await self._write_op(lambda tx: ops.create_run(tx, new))
+        if not result[1]:
+            self.notify()
+        return result
+
+    async def get_run(self, run_id: str) -> runs.Run | None:
+        found: runs.Run | None = await self._read_op(lambda tx: ops.get_run(tx, run_id))
+        return found
+
+    async def list_runs(self, filter: base.RunFilter) -> list[runs.Run]:
+        result: list[runs.Run] = await self._read_op(lambda tx: _list_runs(tx, filter))
+        return result
+
+    async def journal(self, run_id: str) -> list[runs.Entry]:
+        result: list[runs.Entry] = await self._read_op(lambda tx: ops.journal(tx, run_id))
+        return result
+
+    async def entry(self, run_id: str, key: runs.Key) -> runs.Entry | None:
+        params = {"run_id": run_id, "branch": key.branch, "seq": key.seq}
+        rows = await self._read_op(lambda tx: tx.rows(tx.q.GET_ENTRY, params))
+        return ops.entry_from_row(rows[0]) if rows else None
+
+    async def logs(self, run_id: str) -> list[base.LogLine]:
+        rows = await self._read_op(lambda tx: tx.rows(tx.q.LIST_LOGS, {"run_id": run_id}))
+        return [base.LogLine(**dict(r)) for r in rows]
+
+    async def events(self, run_id: str) -> list[base.RunEvent]:
+        rows = await self._read_op(lambda tx: tx.rows(tx.q.LIST_EVENTS, {"run_id": run_id}))
+        return [base.RunEvent(**dict(r)) for r in rows]
+
+    async def cancel_run(self, run_id: str) -> runs.Run:
+        run: runs.Run = await self._write_op(lambda tx: ops.cancel_run(tx, run_id))
+        self.notify()
+        return run
+
+    async def retry_run(self, run_id: str, key_ttl: float = 30 * 86400) -> runs.Run:
+        run: runs.Run = await self._write_op(lambda tx: ops.retry_run(tx, run_id, key_ttl))
+        self.notify()
+        return run
+
+    async def replay_run(
+        self, run_id: str, new_id: str, payload: str | None, before: runs.Key | None
+    ) -> str:
+        result: str = await self._write_op(
+            lambda tx: ops.replay_run(tx, run_id, new_id, payload, before)
+        )
+        self.notify()
+        return result
+
+    # --- claiming and leased runs ---------------------------------------------------
+
+    async def set_queue_limits(self, limits: dict[str, int | None]) -> None:
+        def op(tx: ops.Tx) -> None:
+            for name, limit in limits.items():
+                tx.run(tx.q.UPSERT_QUEUE, {"name": name, "limit": limit})
+
+        await self._write_op(op)
+
+    async def claim(
+        self,
+        worker_id: str,
+        task_ids: list[str],
+        version: str | None,
+        limit: int,
+        max_recoveries: int,
+    ) -> list[base.Claim]:
+        token = lambda: secrets.token_hex(12)  # noqa: E731
+        claims: list[base.Claim] = await self._write_op(
+            lambda tx: ops.claim(tx, worker_id, task_ids, version, limit, max_recoveries, token)
+        )
+        return claims
+
+    async def next_due(self, task_ids: list[str]) -> float | None:
+        """When the earliest not-yet-due run of these tasks becomes due."""
+
+        params = {"task_ids": json.dumps(task_ids)}
+        rows = await self._read_op(lambda tx: tx.rows(tx.q.NEXT_DUE, {**params, "now": tx.now}))
+        value = rows[0][0] if rows else None
+        return None if value is None else float(value)
+
+    async def waiting_tasks(self) -> dict[str, int]:
+        rows = await self._read_op(lambda tx: tx.rows(tx.q.WAITING_TASKS, {}))
+        return {r["task_id"]: r["n"] for r in rows}
+
+    async def cancel_requests(self, worker_id: str) -> list[str]:
+        rows = await self._read_op(
+            lambda tx: tx.rows(tx.q.CANCEL_REQUESTS, {"worker_id": worker_id})
+        )
+        return [r["id"] for r in rows]
+
+    # --- a leased run ----------------------------------------------------------------
+
+    async def checkpoint(
+        self, lease: base.Lease, entries: list[runs.Entry], progress: base.Progress | None = None
+    ) -> bool:
+        return bool(await self._write_op(lambda tx: ops.checkpoint(tx, lease, entries, progress)))
+
+    async def suspend(
+        self,
+        lease: base.Lease,
+        due_at: float,
+        executed_seconds: float,
+        progress: base.Progress | None,
+        waits: list[runs.Key] | None = None,
+    ) -> bool:
+        return bool(
+            await self._write_op(
+                lambda tx: ops.suspend(tx, lease, due_at, executed_seconds, progress, waits)
+            )
+        )
+
+    async def settled_waits(self, waits: list[tuple[str, runs.Key]]) -> list[tuple[str, runs.Key]]:
+        found: list[tuple[str, runs.Key]] = await self._read_op(
+            lambda tx: ops.settled_waits(tx, waits)
+        )
+        return found
+
+    # --- child runs ------------------------------------------------------------------
+
+    async def create_children(
+        self, lease: base.Lease, entry: runs.Entry, children: list[base.NewRun]
+    ) -> bool:
+        done = bool(
+            await self._write_op(lambda tx: child_ops.create_children(tx, lease, entry, children))
+        )
+        self.notify()
+        return done
+
+    # --- tokens ----------------------------------------------------------------------
+
+    async def create_token(
+        self,
+        lease: base.Lease,
+        entry: runs.Entry,
+        token_id: str,
+        timeout_at: float | None,
+        tags: list[str],
+        key: str | None,
+    ) -> str | None:
+        found: str | None = await self._write_op(
+            lambda tx: waits.create_token(tx, lease, entry, token_id, timeout_at, tags, key)
+        )
+        return found
+
+    async def wait_token(self, lease: base.Lease, entry: runs.Entry) -> waits.WaitState | None:
+        state: waits.WaitState | None = await self._write_op(
+            lambda tx: waits.wait_token(tx, lease, entry)
+        )
+        return state
+
+    async def complete_token(self, token_id: str, data: str) -> list[str]:
+        woken: list[str] = await self._write_op(lambda tx: waits.complete_token(tx, token_id, data))
+        self.notify()
+        return woken
+
+    async def get_token(self, token_id: str) -> dict[str, Any] | None:
+        found: dict[str, Any] | None = await self._read_op(lambda tx: waits.get_token(tx, token_id))
+        return found
+
+    async def list_tokens(
+        self, status: str | None, run_id: str | None, tag: str | None, limit: int
+    ) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = await self._read_op(
+            lambda tx: waits.list_tokens(tx, status, run_id, tag, limit)
+        )
+        return found
+
+    async def secret(self, generated: str) -> str:
+        value: str = await self._write_op(lambda tx: waits.secret(tx, generated))
+        return value
+
+    async def release(
+        self, lease: base.Lease, executed_seconds: float, progress: base.Progress | None
+    ) -> bool:
+        done = bool(
+            await self._write_op(lambda tx: ops.release(tx, lease, executed_seconds, progress))
+        )
+        self.notify()
+        return done
+
+    async def retry_later(
+        self,
+        lease: base.Lease,
+        error: runs.RunError,
+        delay: float,
+        drop: list[runs.Key],
+        progress: base.Progress | None,
+    ) -> bool:
+        return bool(
+            await self._write_op(
+                lambda tx: ops.retry_later(tx, lease, error, delay, drop, progress)
+            )
+        )
+
+    async def finish(
+        self,
+        lease: base.Lease,
+        status: runs.RunStatus,
+        output: str | None,
+        error: runs.RunError | None,
+        drop: list[runs.Key],
+        progress: base.Progress | None,
+    ) -> bool:
+        done = bool(
+            await self._write_op(
+                lambda tx: ops.finish(tx, lease, status, output, error, drop, progress)
+            )
+        )
+        self.notify()  # a queue slot is free, and a waiting client may look
+        return done
+
+
+def _outcome(job: concurrent.futures.Future[Any]) -> asyncio.Future[Any]:
+    """An awaitable for a job's outcome. One way only: canceling the awaiter never cancels
+    the job, so a write handed to the store is made even if its caller stops waiting."""
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[Any] = loop.create_future()
+
+    def copy(done: concurrent.futures.Future[Any]) -> None:
+        if waiter.done():
+            return
+        error = done.exception()
+        if error is not None:
+            waiter.set_exception(error)
+        else:
+            waiter.set_result(done.result())
+
+    job.add_done_callback(lambda done: loop.call_soon_threadsafe(copy, done))
+    return waiter
+
+
+def _list_runs(tx: ops.Tx, f: base.RunFilter) -> list[runs.Run]:
+
+    params = {
+        "statuses": None if f.status is None else json.dumps(f.status),
+        "task_id": f.task_id,
+        "tag": f.tag,
+        "parent_id": f.parent_id,
+        "root_id": f.root_id,
+        "created_after": f.created_after,
+        "created_before": f.created_before,
+        "cursor": f.cursor,
+        "limit": f.limit,
+    }
+    return [ops.run_from_row(r) for r in tx.rows(tx.q.LIST_RUNS, params)]

@@ -14,9 +14,13 @@ def from_settings(settings: Settings) -> Store:
         from perdure.store import sqlite
 
         return sqlite.SqliteStore(url, synchronous=settings.sqlite_synchronous)
+    if url.startswith(("postgresql://", "postgres://")):
+        from perdure.store import postgres
+
+        return postgres.PostgresStore(url)
     scheme = url.split(":", 1)[0]
     raise exceptions.ConfigurationError(
-        f"unsupported database URL scheme {scheme!r} in {url!r}; use sqlite:///path.db"
+        f"unsupported database URL scheme {scheme!r} in {url!r}; use sqlite:///path.db or postgresql://user@host/database"
     )
 
 

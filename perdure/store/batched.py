@@ -257,7 +257,7 @@ class BatchedStore:
 
         params = {"task_ids": json.dumps(task_ids)}
         rows = await self._read_op(lambda tx: tx.rows(tx.q.NEXT_DUE, {**params, "now": tx.now}))
-        value = rows[0][0] if rows else None
+        value = rows[0]["due"] if rows else None
         return None if value is None else float(value)
 
     async def waiting_tasks(self) -> dict[str, int]:

@@ -135,6 +135,7 @@ def record_event(
 
 def create_run(tx: Tx, new: base.NewRun) -> tuple[str, bool]:
     if new.idempotency_key is not None:
+        tx.rows(tx.q.LOCK_IDEMPOTENCY_KEY, {"task_id": new.task_id, "key": new.idempotency_key})
         held = one(tx, tx.q.FIND_KEY, {"task_id": new.task_id, "key": new.idempotency_key})
         if held is not None and held["expires_at"] > tx.now:
             return held["run_id"], True
@@ -189,6 +190,7 @@ def claim(
     token: Any,
 ) -> list[base.Claim]:
     """`token` is a callable returning a fresh lease token."""
+    tx.rows(tx.q.LOCK_CLAIMS, {})
     if not tx.rows(tx.q.WORKER_ALIVE, {"worker_id": worker_id}):
         return []  # declared dead or stopped: it may hold nothing more
     expire(tx)

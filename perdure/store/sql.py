@@ -188,7 +188,7 @@ MARK_DEAD = "UPDATE workers SET dead_at = :now WHERE id = :id AND dead_at IS NUL
 UPSERT_QUEUE = """INSERT INTO queues (name, concurrency_limit) VALUES (:name, :limit)
     ON CONFLICT (name) DO UPDATE SET concurrency_limit = excluded.concurrency_limit"""
 
-NEXT_DUE = """SELECT MIN(due_at) FROM runs
+NEXT_DUE = """SELECT MIN(due_at) AS due FROM runs
     WHERE status IN ('queued', 'delayed', 'retrying', 'waiting') AND due_at > :now
       AND task_id IN (SELECT value FROM json_each(:task_ids))"""
 
@@ -287,3 +287,14 @@ GET_ENTRY = f"""SELECT {ENTRY_COLUMNS} FROM journal
 SET_LEASE_TOKEN = "UPDATE runs SET lease_token = :token WHERE id = :id"
 
 GET_RUN_ROW = "SELECT * FROM runs WHERE id = :id"
+
+# --- serialization points (no-ops here: SQLite's write lock serializes every write) ------
+
+# Taken before claiming: no two workers claim at once, so limits and leases hold.
+LOCK_CLAIMS = "SELECT 1"
+
+# Taken before an idempotency key is looked up: one run per key, however many triggers.
+LOCK_IDEMPOTENCY_KEY = "SELECT 1 WHERE :task_id IS NOT NULL AND :key IS NOT NULL"
+
+# A token read for completing it: the first completion wins.
+GET_TOKEN_FOR_UPDATE = GET_TOKEN

@@ -143,7 +143,7 @@ def _settle(
 def complete_token(tx: ops.Tx, token_id: str, data: str) -> list[str]:
     """Complete a waiting token: the first completion wins. Settles every wait on it and
     wakes the runs that wait; returns their ids."""
-    row = ops.one(tx, tx.q.GET_TOKEN, {"id": token_id})
+    row = ops.one(tx, tx.q.GET_TOKEN_FOR_UPDATE, {"id": token_id})
     if row is None:
         raise exceptions.TokenNotFound(f"no token has the id {token_id!r}")
     if row["status"] == "waiting" and row["timeout_at"] is not None and row["timeout_at"] <= tx.now:

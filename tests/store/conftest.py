@@ -7,7 +7,7 @@ runs against it too.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +15,7 @@ import pytest
 
 from perdure.store import base
 from perdure.store.sqlite import SqliteStore
+from tests import postgres
 from tests.store import support
 
 
@@ -27,13 +28,30 @@ class Backend:
     make: Callable[[str], base.Store]
 
 
+def _postgres_store(url: str) -> base.Store:
+    from perdure.store.postgres import PostgresStore
+
+    return PostgresStore(url)
+
+
 BACKENDS: dict[str, Backend] = {
     "sqlite": Backend(
         name="sqlite",
         fresh_url=lambda tmp: f"sqlite:///{tmp / 'store.db'}",
         make=lambda url: SqliteStore(url),
     ),
+    "postgres": Backend(
+        name="postgres",
+        fresh_url=lambda tmp: postgres.fresh_url(),
+        make=_postgres_store,
+    ),
 }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_test_schemas() -> Iterator[None]:
+    yield
+    postgres.drop_schemas()
 
 
 @pytest.fixture(params=sorted(BACKENDS))

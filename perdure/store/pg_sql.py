@@ -1,0 +1,104 @@
+"""Named queries, PostgreSQL dialect: the SQLite ones (`sql`) with what differs overridden,
+and `:name` parameters turned into psycopg's `%(name)s`.
+
+What differs: JSON arrays are read with jsonb functions; NULL-safe equality is IS NOT
+DISTINCT FROM; reads that fence a write lock the run's row (FOR SHARE / FOR UPDATE), so a
+takeover committed by another worker cannot slip between the check and the write; and
+claims and idempotency keys are serialized by transaction-level advisory locks.
+"""
+
+from __future__ import annotations
+
+import re
+from types import SimpleNamespace
+from typing import Any
+
+from perdure.store import sql
+
+_IN_TASKS = "task_id IN (SELECT jsonb_array_elements_text(CAST(:task_ids AS jsonb)))"
+
+OVERRIDES: dict[str, str] = {
+    "ORPHANED_RUNS": f"""SELECT r.id FROM runs r LEFT JOIN workers w ON w.id = r.lease_worker
+        WHERE r.status = 'running' AND r.lease_worker != :worker_id
+          AND (w.id IS NULL OR w.dead_at IS NOT NULL OR w.stopped_at IS NOT NULL)
+          AND r.{_IN_TASKS}
+          AND (CAST(:version AS text) IS NULL OR r.version IS NULL OR r.version = :version)
+        LIMIT :limit""",
+    "CLAIMABLE_RUNS": f"""WITH busy AS (
+            SELECT queue, concurrency_key AS ckey, COUNT(*) AS n FROM runs
+            WHERE status = 'running' GROUP BY queue, concurrency_key
+        ), candidates AS (
+            SELECT id, queue, concurrency_key, priority, due_at, ROW_NUMBER() OVER (
+                PARTITION BY queue, concurrency_key ORDER BY priority DESC, due_at, id) AS rn
+            FROM runs
+            WHERE status IN ('queued', 'delayed', 'retrying', 'waiting') AND due_at <= :now
+              AND {_IN_TASKS}
+              AND (CAST(:version AS text) IS NULL OR version IS NULL OR version = :version)
+        )
+        SELECT c.id FROM candidates c
+        LEFT JOIN queues q ON q.name = c.queue
+        LEFT JOIN busy b ON b.queue = c.queue AND b.ckey IS NOT DISTINCT FROM c.concurrency_key
+        WHERE q.concurrency_limit IS NULL OR c.rn <= q.concurrency_limit - COALESCE(b.n, 0)
+        ORDER BY c.priority DESC, c.due_at, c.id
+        LIMIT :limit""",
+    "NEXT_DUE": f"""SELECT MIN(due_at) AS due FROM runs
+        WHERE status IN ('queued', 'delayed', 'retrying', 'waiting') AND due_at > :now
+          AND {_IN_TASKS}""",
+    "LIST_RUNS": f"""SELECT {sql.RUN_COLUMNS} FROM runs
+        WHERE (CAST(:statuses AS text) IS NULL
+               OR status IN (SELECT jsonb_array_elements_text(CAST(:statuses AS jsonb))))
+          AND (CAST(:task_id AS text) IS NULL OR task_id = :task_id)
+          AND (CAST(:tag AS text) IS NULL OR CAST(tags AS jsonb) ? CAST(:tag AS text))
+          AND (CAST(:parent_id AS text) IS NULL OR parent_id = :parent_id)
+          AND (CAST(:root_id AS text) IS NULL OR root_id = :root_id)
+          AND (CAST(:created_after AS float8) IS NULL OR created_at >= :created_after)
+          AND (CAST(:created_before AS float8) IS NULL OR created_at < :created_before)
+          AND (CAST(:cursor AS text) IS NULL OR (created_at, id) <
+                (SELECT created_at, id FROM runs WHERE id = :cursor))
+        ORDER BY created_at DESC, id DESC
+        LIMIT :limit""",
+    "LIST_TOKENS": f"""SELECT {sql.TOKEN_COLUMNS} FROM tokens
+        WHERE (CAST(:status AS text) IS NULL OR status = :status)
+          AND (CAST(:run_id AS text) IS NULL OR run_id = :run_id)
+          AND (CAST(:tag AS text) IS NULL OR CAST(tags AS jsonb) ? CAST(:tag AS text))
+        ORDER BY created_at DESC, id DESC
+        LIMIT :limit""",
+    "SETTLED_WAITS": """SELECT j.run_id, j.branch, j.seq FROM journal j
+        JOIN jsonb_array_elements(CAST(:waits AS jsonb)) w
+          ON j.run_id = w.value ->> 0 AND j.branch = w.value ->> 1
+         AND j.seq = CAST(w.value ->> 2 AS integer) AND j.sub = ''
+        WHERE j.status != 'pending'""",
+    "TOKENS_SETTLED": "SELECT 1 WHERE false",
+    "CHECK_LEASE": """SELECT 1 FROM runs WHERE id = :run_id AND lease_token = :token
+        FOR SHARE""",
+    "GET_RUN_STATE": """SELECT status, attempts, lease_token, lease_worker, idempotency_key,
+            task_id
+        FROM runs WHERE id = :id FOR UPDATE""",
+    "GET_TOKEN_FOR_UPDATE": f"SELECT {sql.TOKEN_COLUMNS} FROM tokens WHERE id = :id FOR UPDATE",
+    "LOCK_CLAIMS": "SELECT pg_advisory_xact_lock(7157240)",
+    "LOCK_IDEMPOTENCY_KEY": """SELECT pg_advisory_xact_lock(
+        hashtext(CAST(:task_id AS text) || ':' || CAST(:key AS text)))""",
+    "INSERT_LOG": """INSERT INTO logs (run_id, attempt, branch, seq, level, message, at)
+        VALUES (:run_id, :attempt, :branch, :seq, :level, :message, :at)""",
+}
+
+_PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+
+
+def to_pyformat(query: str) -> str:
+    """`:name` -> `%(name)s` (and a literal `%` -> `%%`)."""
+    return _PARAM.sub(r"%(\1)s", query.replace("%", "%%"))
+
+
+def dialect() -> Any:
+    """Every named query of `sql`, in the PostgreSQL dialect."""
+    queries = {
+        name: value
+        for name, value in vars(sql).items()
+        if name.isupper() and isinstance(value, str)
+    }
+    queries.update(OVERRIDES)
+    return SimpleNamespace(**{name: to_pyformat(text) for name, text in queries.items()})
+
+
+Q = dialect()

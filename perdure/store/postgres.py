@@ -1,0 +1,300 @@
+"""The PostgreSQL store: many workers on many machines against one database.
+
+The batching thread and the operations come from `batched.BatchedStore`; this module holds
+what is PostgreSQL's own: connecting with psycopg 3, migrations under an advisory lock,
+the database clock, liveness through a session advisory lock that each worker holds on a
+dedicated connection (with TCP keepalive, so it dies with the worker or its network), and
+wake-ups through LISTEN/NOTIFY, with polling only as a fallback.
+
+Connections per process: one for the batching thread, one for LISTEN, and one per worker
+for its liveness lock: three for a worker, one or two for a client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import zlib
+from collections.abc import Mapping, Sequence
+from importlib import resources
+from typing import Any
+
+from perdure import exceptions
+from perdure.store import base, batched, ops, pg_sql
+
+CHANNEL = "perdure_work"
+MIGRATION_LOCK = 7157241
+KEEPALIVE = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3}
+
+
+def _psycopg() -> Any:
+    try:
+        import psycopg
+    except ImportError:
+        raise exceptions.ConfigurationError(
+            "a postgresql:// database needs psycopg: pip install 'perdure[postgres]'"
+        ) from None
+    return psycopg
+
+
+def _worker_lock_key(worker_id: str) -> int:
+    return zlib.crc32(f"perdure-worker:{worker_id}".encode()) - 2**31
+
+
+class _Tx:
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.q: Any = pg_sql.Q
+        row = conn.execute("SELECT EXTRACT(EPOCH FROM clock_timestamp()) AS now").fetchone()
+        self.now = float(row["now"])
+
+    def rows(self, query: str, params: Mapping[str, Any]) -> Sequence[ops.Row]:
+        cursor = self.conn.execute(query, params)
+        found: Sequence[ops.Row] = cursor.fetchall() if cursor.description else []
+        return found
+
+    def run(self, query: str, params: Mapping[str, Any]) -> int:
+        return int(self.conn.execute(query, params).rowcount)
+
+
+class PostgresStore(batched.BatchedStore):
+    """The Store on one PostgreSQL database, shared by any number of processes."""
+
+    label = "postgres"
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self.url = url
+        self._locks: dict[str, Any] = {}  # worker id -> its liveness connection
+        self.wakeup = Wakeup(self)
+
+    def _connection(self, **options: Any) -> Any:
+        psycopg = _psycopg()
+        try:
+            return psycopg.Connection.connect(
+                self.url,
+                autocommit=True,
+                cursor_factory=psycopg.ClientCursor,
+                row_factory=psycopg.rows.dict_row,
+                **options,
+            )
+        except psycopg.Error as error:
+            raise exceptions.StoreError(f"cannot connect to {self._safe_url()}: {error}") from None
+
+    def _safe_url(self) -> str:
+        head, _, tail = self.url.rpartition("@")
+        return f"postgresql://...@{tail}" if head else self.url
+
+    # --- BatchedStore hooks ------------------------------------------------------------
+
+    def _connect(self) -> Any:
+        conn = self._connection()
+        try:
+            _migrate(conn, self._safe_url())
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _tx(self, conn: Any) -> ops.Tx:
+        return _Tx(conn)
+
+    def _begin(self, conn: Any) -> None:
+        conn.execute("BEGIN")
+
+    def _translate(self, error: BaseException) -> BaseException:
+        psycopg = _psycopg()
+        if isinstance(error, psycopg.Error):
+            return exceptions.StoreError(f"database {self._safe_url()}: {error}")
+        return error
+
+    def notify(self) -> None:
+        with contextlib.suppress(exceptions.StoreError):
+            self._submit(lambda tx: tx.run(f"NOTIFY {CHANNEL}", {}), True)
+
+    def _closed(self) -> None:
+        for worker_id in list(self._locks):
+            self._unlock(worker_id)
+        self.wakeup.close()
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    async def migrate(self) -> int:
+        return int(await self._read_op(lambda tx: _current_version(tx.conn)))  # type: ignore[attr-defined]
+
+    async def now(self) -> float:
+        found: float = await self._read_op(lambda tx: tx.now)
+        return found
+
+    # --- workers ---------------------------------------------------------------------
+
+    async def register_worker(self, worker: base.WorkerInfo) -> None:
+        # The lock is taken before the worker is visible, so nobody sees it unlocked.
+        loop = asyncio.get_running_loop()
+        conn = await loop.run_in_executor(None, lambda: self._connection(**KEEPALIVE))
+        conn.execute("SELECT pg_advisory_lock(%s)", (_worker_lock_key(worker.id),))
+        self._locks[worker.id] = conn
+        params = {**worker.__dict__}
+        await self._write_op(lambda tx: tx.run(tx.q.INSERT_WORKER, {**params, "now": tx.now}))
+        self.wakeup.listen(worker.id)
+
+    async def stop_worker(self, worker_id: str) -> None:
+        await self._write_op(lambda tx: tx.run(tx.q.STOP_WORKER, {"id": worker_id, "now": tx.now}))
+        self._unlock(worker_id)
+        self.notify()
+
+    def _unlock(self, worker_id: str) -> None:
+        conn = self._locks.pop(worker_id, None)
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()  # the session ends: its advisory lock goes with it
+
+    def heartbeat(self, worker_id: str) -> bool:
+        op = lambda tx: tx.run(tx.q.HEARTBEAT, {"id": worker_id, "now": tx.now})  # noqa: E731
+        return bool(self._submit(op, True).result())
+
+    async def reap_workers(self, lease_seconds: float) -> list[str]:
+        dead: list[str] = await self._write_op(lambda tx: self._reap(tx, lease_seconds))
+        if dead:
+            self.notify()
+        return dead
+
+    def _reap(self, tx: ops.Tx, lease_seconds: float) -> list[str]:
+        dead = []
+        for row in tx.rows(tx.q.LIVE_WORKERS, {}):
+            if row["id"] in self._locks:
+                continue
+            silent = tx.now - row["heartbeat_at"] > lease_seconds
+            # A session lock held by a live worker cannot be taken; a dead one's can.
+            free = tx.rows(
+                "SELECT pg_try_advisory_xact_lock(%(key)s) AS free",
+                {"key": _worker_lock_key(row["id"])},
+            )[0]["free"]
+            if silent or free:
+                tx.run(tx.q.MARK_DEAD, {"id": row["id"], "now": tx.now})
+                dead.append(row["id"])
+        return dead
+
+
+class Wakeup:
+    """LISTEN/NOTIFY: a thread listens on a connection of its own and wakes the loop."""
+
+    def __init__(self, store: PostgresStore) -> None:
+        self.store = store
+        self._event: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._conn: Any = None
+        self._stop = threading.Event()
+
+    def listen(self, name: str) -> None:
+        if self._thread is not None:
+            return
+        self._conn = self.store._connection(**KEEPALIVE)
+        self._conn.execute(f"LISTEN {CHANNEL}")
+        self._thread = threading.Thread(target=self._listen, name="perdure-listen", daemon=True)
+        self._thread.start()
+
+    def _listen(self) -> None:
+        while not self._stop.is_set():
+            try:
+                for _ in self._conn.notifies(timeout=1.0, stop_after=1):
+                    self._wake()
+            except Exception:  # the connection broke: polling carries on meanwhile
+                if self._stop.wait(1.0):
+                    return
+                with contextlib.suppress(Exception):
+                    self._conn = self.store._connection(**KEEPALIVE)
+                    self._conn.execute(f"LISTEN {CHANNEL}")
+
+    def _wake(self) -> None:
+        if self._loop is not None and self._event is not None:
+            self._loop.call_soon_threadsafe(self._event.set)
+
+    async def wait(self, timeout: float) -> bool:
+        if self._event is None:
+            self._loop, self._event = asyncio.get_running_loop(), asyncio.Event()
+        try:
+            async with asyncio.timeout(max(timeout, 0)):
+                await self._event.wait()
+        except TimeoutError:
+            return False
+        self._event.clear()
+        return True
+
+    def notify(self) -> None:
+        self.store.notify()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+
+
+# --- migrations ----------------------------------------------------------------------------
+
+
+def _scripts() -> list[tuple[int, str]]:
+    folder = resources.files("perdure.store.migrations") / "postgres"
+    found = []
+    for item in folder.iterdir():
+        if item.name.endswith(".sql") and item.name[:4].isdigit():
+            found.append((int(item.name[:4]), item.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+def _current_version(conn: Any) -> int:
+    row = conn.execute("SELECT to_regclass('perdure_meta') IS NOT NULL AS present").fetchone()
+    if not row["present"]:
+        return 0
+    found = conn.execute("SELECT value FROM perdure_meta WHERE key = 'schema_version'").fetchone()
+    return int(found["value"]) if found else 0
+
+
+def _migrate(conn: Any, where: str) -> int:
+    """Apply what is missing, under an advisory lock (safe from several processes at
+    once); refuse a database that is someone else's or newer than this code."""
+    from perdure.store import migrations
+
+    scripts = _scripts()
+    latest = scripts[-1][0]
+    conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
+    try:
+        version = _current_version(conn)
+        if version > latest:
+            raise exceptions.StoreError(
+                f"{where} has schema version {version}, newer than this perdure knows "
+                f"({latest}); upgrade perdure (nothing was changed)"
+            )
+        if version == 0:
+            _refuse_foreign(conn, where)
+        for number, script in scripts:
+            if number <= version:
+                continue
+            with conn.transaction():
+                for statement in migrations.statements(script):
+                    conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO perdure_meta (key, value) VALUES ('schema_version', %s) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (str(number),),
+                )
+        return latest
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
+
+
+def _refuse_foreign(conn: Any, where: str) -> None:
+    tables = [
+        r["tablename"]
+        for r in conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+        ).fetchall()
+    ]
+    if tables:
+        raise exceptions.StoreError(
+            f"{where} holds tables that are not perdure's ({', '.join(sorted(tables)[:3])}...); "
+            "use a database of its own (nothing was changed)"
+        )

@@ -1,0 +1,68 @@
+"""The PostgreSQL server tests use: PERDURE_TEST_POSTGRES_URL, else the local one.
+
+Each test gets a schema of its own in that database (fast to make and to drop). Without a
+server the PostgreSQL tests skip with one loud line, except under CI=true, where they
+must run: a missing server fails them.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from urllib.parse import quote
+
+import pytest
+
+BASE_URL = os.environ.get("PERDURE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+PREFIX = "perdure_t_"
+_available: bool | None = None
+
+
+def available() -> bool:
+    global _available
+    if _available is None:
+        try:
+            import psycopg
+
+            with psycopg.connect(BASE_URL, connect_timeout=3):
+                _available = True
+        except Exception:
+            _available = False
+    return _available
+
+
+def require() -> None:
+    if available():
+        return
+    message = f"no PostgreSQL server at {BASE_URL}: the PostgreSQL tests did not run"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def fresh_url() -> str:
+    """A URL whose search_path is a new, empty schema."""
+    import psycopg
+
+    require()
+    schema = PREFIX + uuid.uuid4().hex[:12]
+    with psycopg.connect(BASE_URL, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    separator = "&" if "?" in BASE_URL else "?"
+    return f"{BASE_URL}{separator}options={quote(f'-csearch_path={schema}')}"
+
+
+def drop_schemas() -> None:
+    if not available():
+        return
+    import psycopg
+
+    with psycopg.connect(BASE_URL, autocommit=True) as conn:
+        names = [
+            r[0]
+            for r in conn.execute(
+                "SELECT nspname FROM pg_namespace WHERE nspname LIKE %s", (PREFIX + "%",)
+            )
+        ]
+        for name in names:
+            conn.execute(f"DROP SCHEMA {name} CASCADE")

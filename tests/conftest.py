@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import perdure
+from tests import postgres
 
 # Short timings so crash and wait tests finish quickly; each test may override.
 FAST = {
@@ -22,14 +23,24 @@ FAST = {
 FAST_ENV = {f"PERDURE_{k.upper()}": str(v) for k, v in FAST.items()}
 
 
-@pytest.fixture
-def database_url(tmp_path: Path) -> str:
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh database on each backend: a SQLite file, or a PostgreSQL schema."""
+    if request.param == "postgres":
+        return postgres.fresh_url()
     return f"sqlite:///{tmp_path / 'perdure.db'}"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _drop_postgres_schemas() -> Iterator[None]:
+    yield
+    postgres.drop_schemas()
+
+
 @pytest.fixture
-def make_app(database_url: str) -> Iterator[Any]:
-    """make_app(**settings) -> an App on this test's database with FAST settings."""
+async def make_app(database_url: str) -> AsyncIterator[Any]:
+    """make_app(**settings) -> an App on this test's database with FAST settings; its
+    connections are closed after the test."""
     apps: list[perdure.App] = []
 
     def make(**options: Any) -> perdure.App:
@@ -38,3 +49,5 @@ def make_app(database_url: str) -> Iterator[Any]:
         return app
 
     yield make
+    for app in apps:
+        await app.close()

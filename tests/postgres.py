@@ -66,3 +66,20 @@ def drop_schemas() -> None:
         ]
         for name in names:
             conn.execute(f"DROP SCHEMA {name} CASCADE")
+
+
+def execute(database_url: str, statement: str, value: str) -> None:
+    """Run one statement behind perdure's back (as another process would), on either
+    backend: `{now}` is the current time, `{id}` the value."""
+    import time
+
+    if database_url.startswith("sqlite:///"):
+        import sqlite3
+
+        with sqlite3.connect(database_url.removeprefix("sqlite:///")) as db:
+            db.execute(statement.format(now=time.time(), id="?"), (value,))
+        return
+    import psycopg
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(statement.format(now=time.time(), id="%s"), (value,))

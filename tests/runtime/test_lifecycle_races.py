@@ -5,13 +5,13 @@ outlive the body, a store error while suspending."""
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 
 import pytest
 
 import perdure
 from perdure import testing
+from tests.postgres import execute
 
 
 async def until(condition, timeout: float = 10.0) -> None:
@@ -184,9 +184,8 @@ async def test_a_worker_declared_dead_does_not_take_its_own_runs_over(make_app, 
     async with testing.worker(app) as worker:
         handle = await long_task.trigger()
         await until(lambda: _is(app, handle.id, perdure.RunStatus.RUNNING))
-        path = database_url.removeprefix("sqlite:///")
-        with sqlite3.connect(path) as db:  # what another worker's reaper would do
-            db.execute("UPDATE workers SET dead_at = ? WHERE id = ?", (time.time(), worker.id))
+        # what another worker's reaper would do
+        execute(database_url, "UPDATE workers SET dead_at = {now} WHERE id = {id}", worker.id)
         await asyncio.sleep(1.0)  # several claim rounds under the dead id
         events = (await app.runs.trace(handle.id)).events
     assert not any(e.detail == "takeover" and e.worker_id == worker.id for e in events)

@@ -7,7 +7,7 @@ runs against it too.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,12 +46,6 @@ BACKENDS: dict[str, Backend] = {
         make=_postgres_store,
     ),
 }
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _drop_test_schemas() -> Iterator[None]:
-    yield
-    postgres.drop_schemas()
 
 
 @pytest.fixture(params=sorted(BACKENDS))

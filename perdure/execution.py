@@ -154,6 +154,9 @@ class Execution:
             body.exception()  # retrieved: a frozen body's signal is expected, not news
         if isinstance(frozen, signals.Suspended | signals.LeaseLost):
             return
+        if isinstance(frozen, signals.StoreLost):
+            await self.worker.hand_back(self)
+            return
         if isinstance(frozen, signals.ShuttingDown):
             await self.store.release(self.lease, self.executed_seconds(), self._take_progress())
             return
@@ -409,7 +412,15 @@ class Execution:
         self.check_frozen()
         batch = [*self.pending_values, *entries]
         self.pending_values = []
-        if not await self.store.checkpoint(self.lease, batch, self._take_progress()):
+        try:
+            held = await self.store.checkpoint(self.lease, batch, self._take_progress())
+        except exceptions.StoreError:
+            # Not recorded, so the code must not go on as if it were: stop, hand back.
+            log.exception("run %s: a checkpoint failed", self.run_id)
+            lost = signals.StoreLost()
+            self.freeze(lost)
+            raise lost from None
+        if not held:
             self.freeze(signals.LeaseLost())
             self.check_frozen()
         for entry in entries:

@@ -22,6 +22,10 @@ class LeaseLost(Frozen):
     reason = "lease lost: another worker took the run over"
 
 
+class StoreLost(Frozen):
+    reason = "the database could not record a checkpoint; the run is handed back"
+
+
 class ShuttingDown(Frozen):
     reason = "the worker is shutting down; the run is released to another worker"
 

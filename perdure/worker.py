@@ -220,7 +220,11 @@ class Worker:
     def _declared_dead(self) -> None:
         """Other workers declared this one dead and may take its runs: stop them all and
         serve on under a new identity."""
-        log.error("worker %s was declared dead; dropping its runs and re-registering", self.id)
+        log.error(
+            "worker %s was declared dead or lost its liveness lock; dropping its runs "
+            "and re-registering",
+            self.id,
+        )
         for execution in list(self.active.values()):
             execution.freeze(signals.LeaseLost())
         old, self.id = self.id, new_id("wrk")

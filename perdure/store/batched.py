@@ -16,6 +16,7 @@ import json
 import queue
 import secrets
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -69,6 +70,10 @@ class BatchedStore:
     def _closed(self) -> None:
         """Release what the backend holds besides the connection."""
 
+    def _broken(self, conn: Any) -> bool:
+        """Whether the connection is lost (a server restart, say) and must be replaced."""
+        return False
+
     def notify(self) -> None:
         """Wake the workers: claimable work may have appeared."""
 
@@ -105,6 +110,8 @@ class BatchedStore:
         ready.set_result(None)
         try:
             while (job := self._jobs.get()) is not None:
+                if self._broken(conn):
+                    conn = self._reconnect(conn)
                 batch = [job]
                 while len(batch) < 512:
                     try:
@@ -117,7 +124,21 @@ class BatchedStore:
                     batch.append(nxt)
                 self._run(conn, batch)
         finally:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def _reconnect(self, conn: Any) -> Any:
+        """Replace a lost connection, retrying until the database is back (the jobs that
+        arrive meanwhile wait; the ones of the failed batch got a StoreError)."""
+        with contextlib.suppress(Exception):
             conn.close()
+        pause = 0.1
+        while True:
+            try:
+                return self._connect()
+            except Exception:
+                time.sleep(pause)
+                pause = min(pause * 2, 2.0)
 
     def _run(self, conn: Any, batch: list[_Job]) -> None:
         for job in batch:

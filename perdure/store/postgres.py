@@ -109,6 +109,9 @@ class PostgresStore(batched.BatchedStore):
             return exceptions.StoreError(f"database {self._safe_url()}: {error}")
         return error
 
+    def _broken(self, conn: Any) -> bool:
+        return bool(conn.closed or conn.broken)
+
     def notify(self) -> None:
         with contextlib.suppress(exceptions.StoreError):
             self._submit(lambda tx: tx.run(f"NOTIFY {CHANNEL}", {}), True)
@@ -151,6 +154,12 @@ class PostgresStore(batched.BatchedStore):
                 conn.close()  # the session ends: its advisory lock goes with it
 
     def heartbeat(self, worker_id: str) -> bool:
+        lock = self._locks.get(worker_id)
+        try:
+            if lock is not None:
+                lock.execute("SELECT 1")  # the session holding the liveness lock lives
+        except Exception:
+            return False  # its lock is gone: others may take its runs; it must stop
         op = lambda tx: tx.run(tx.q.HEARTBEAT, {"id": worker_id, "now": tx.now})  # noqa: E731
         return bool(self._submit(op, True).result())
 

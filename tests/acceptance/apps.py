@@ -141,3 +141,30 @@ async def fan(payload: dict) -> list[int]:
     results = await leaf.batch_trigger_and_wait(list(range(payload["children"])))
     await step_c(1)
     return [r.unwrap() for r in results]
+
+
+# --- chaos: steps, sleeps and children on one limited queue --------------------------------
+
+
+@perdure.step
+async def chaos_step(name: str, n: int) -> int:
+    effect(f"{name}-start")
+    await asyncio.sleep(0.05 + (n % 7) * 0.02)
+    effect(f"{name}-end")
+    return n + 1
+
+
+@app.task(id="chaos-child", queue="chaos", concurrency_limit=8)
+async def chaos_child(n: int) -> int:
+    return await chaos_step("child", n)
+
+
+@app.task(id="chaos", queue="chaos")
+async def chaos(payload: dict) -> int:
+    n = payload["n"]
+    a = await chaos_step("s1", n)
+    await perdure.sleep(0.3)
+    b = await chaos_step("s2", a)
+    if n % 4 == 0:
+        b = await chaos_child.trigger_and_wait(b)
+    return b

@@ -16,6 +16,7 @@ import pytest
 BASE_URL = os.environ.get("PERDURE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 PREFIX = "perdure_t_"
 _available: bool | None = None
+_created: list[str] = []
 
 
 def available() -> bool:
@@ -48,24 +49,20 @@ def fresh_url() -> str:
     schema = PREFIX + uuid.uuid4().hex[:12]
     with psycopg.connect(BASE_URL, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {schema}")
+    _created.append(schema)
     separator = "&" if "?" in BASE_URL else "?"
     return f"{BASE_URL}{separator}options={quote(f'-csearch_path={schema}')}"
 
 
 def drop_schemas() -> None:
-    if not available():
+    """Drop the schemas this test session made (never another session's)."""
+    if not _created or not available():
         return
     import psycopg
 
     with psycopg.connect(BASE_URL, autocommit=True) as conn:
-        names = [
-            r[0]
-            for r in conn.execute(
-                "SELECT nspname FROM pg_namespace WHERE nspname LIKE %s", (PREFIX + "%",)
-            )
-        ]
-        for name in names:
-            conn.execute(f"DROP SCHEMA {name} CASCADE")
+        while _created:
+            conn.execute(f"DROP SCHEMA IF EXISTS {_created.pop()} CASCADE")
 
 
 def execute(database_url: str, statement: str, value: str) -> None:

@@ -44,6 +44,7 @@ class BatchedStore:
     def __init__(self) -> None:
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        self._backoff, self._retry_at = 0.05, 0.0
 
     # --- what a backend supplies -------------------------------------------------------
 
@@ -110,8 +111,12 @@ class BatchedStore:
         ready.set_result(None)
         try:
             while (job := self._jobs.get()) is not None:
-                if self._broken(conn):
+                if conn is not None and self._broken(conn):
                     conn = self._reconnect(conn)
+                if conn is None:
+                    self._fail_unavailable(job)
+                    conn = self._reconnect(None)
+                    continue
                 batch = [job]
                 while len(batch) < 512:
                     try:
@@ -128,17 +133,39 @@ class BatchedStore:
                 conn.close()
 
     def _reconnect(self, conn: Any) -> Any:
-        """Replace a lost connection, retrying until the database is back (the jobs that
-        arrive meanwhile wait; the ones of the failed batch got a StoreError)."""
-        with contextlib.suppress(Exception):
-            conn.close()
-        pause = 0.1
+        """Replace a lost connection, at most once per backoff interval; None while the
+        database is unreachable (calls then fail at once with a StoreError, and callers
+        retry: a worker hands its runs back, its heartbeat and claims try again)."""
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+        now = time.monotonic()
+        if now < self._retry_at:
+            return None
+        try:
+            fresh = self._connect()
+        except Exception:
+            self._backoff = min(self._backoff * 2, 2.0)
+            self._retry_at = now + self._backoff
+            return None
+        self._backoff, self._retry_at = 0.05, 0.0
+        return fresh
+
+    def _fail_unavailable(self, job: _Job) -> None:
+        batch = [job]
         while True:
             try:
-                return self._connect()
-            except Exception:
-                time.sleep(pause)
-                pause = min(pause * 2, 2.0)
+                nxt = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if nxt is None:
+                self._jobs.put(None)
+                break
+            batch.append(nxt)
+        for queued in batch:
+            queued.future.set_exception(
+                exceptions.StoreError(f"the {self.label} database is unreachable; retrying")
+            )
 
     def _run(self, conn: Any, batch: list[_Job]) -> None:
         for job in batch:

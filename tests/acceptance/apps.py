@@ -149,7 +149,11 @@ async def fan(payload: dict) -> list[int]:
 @perdure.step
 async def chaos_step(name: str, n: int) -> int:
     effect(f"{name}-start")
-    await asyncio.sleep(0.05 + (n % 7) * 0.02)
+    try:
+        await asyncio.sleep(0.05 + (n % 7) * 0.02)
+    except asyncio.CancelledError:
+        effect(f"{name}-cut")  # its run was frozen (lease or store lost): it stops here
+        raise
     effect(f"{name}-end")
     return n + 1
 

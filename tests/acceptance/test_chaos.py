@@ -68,8 +68,8 @@ async def test_chaos_every_run_completes_once_with_no_double_work(pg_cluster):
             restart = (began, time.time() + 5.0)  # and the few seconds of reconnecting
             restarted = True
         victim = rng.randrange(WORKERS)
+        workers[victim].kill()  # returns once the process is gone
         kills[str(workers[victim].pid)] = time.time()
-        workers[victim].kill()
         workers[victim] = cluster.worker(**env)
         await asyncio.sleep(1.0)
     assert restarted
@@ -98,22 +98,25 @@ async def _completed(store) -> int:
     return len(found)
 
 
-def _executions(
-    effects: list[list[str]],
-) -> dict[tuple[str, str], list[tuple[float, str, float | None]]]:
-    """(run, step) -> its executions, in order: (start, pid, end or None if cut off)."""
-    found: dict[tuple[str, str], list[tuple[float, str, float | None]]] = defaultdict(list)
+Execution = tuple[float, str, float | None, bool]  # start, pid, stop (None: killed), finished
+
+
+def _executions(effects: list[list[str]]) -> dict[tuple[str, str], list[Execution]]:
+    """(run, step) -> its executions in order. A body stops at its end, at a cut (its run
+    was frozen), or, with no line at all, at its process's kill."""
+    found: dict[tuple[str, str], list[Execution]] = defaultdict(list)
     open_: dict[tuple[str, str, str], float] = {}
     for name, run_id, pid, at in effects:
         step, _, edge = name.rpartition("-")
         if edge == "start":
             if (run_id, step, pid) in open_:  # started again in the same process
-                found[(run_id, step)].append((open_.pop((run_id, step, pid)), pid, None))
+                found[(run_id, step)].append((open_.pop((run_id, step, pid)), pid, None, False))
             open_[(run_id, step, pid)] = float(at)
         else:
-            found[(run_id, step)].append((open_.pop((run_id, step, pid)), pid, float(at)))
+            started = open_.pop((run_id, step, pid))
+            found[(run_id, step)].append((started, pid, float(at), edge == "end"))
     for (run_id, step, pid), started in open_.items():
-        found[(run_id, step)].append((started, pid, None))
+        found[(run_id, step)].append((started, pid, None, False))
     return {key: sorted(runs) for key, runs in found.items()}
 
 
@@ -124,9 +127,9 @@ def _check_no_double_work(
     its process was killed after it started (before the result was recorded), or it ran
     across the PostgreSQL restart (which ends every session, liveness locks included)."""
     for (run_id, step), executions in _executions(effects).items():
-        assert any(end is not None for _, _, end in executions), f"{step} of {run_id}"
+        assert any(finished for *_, finished in executions), f"{step} of {run_id}"
         *earlier, _ = executions
-        for started, pid, ended in earlier:
+        for started, pid, ended, _ in earlier:
             killed = pid in kills and kills[pid] >= started
             across_restart = started <= restart[1] and (ended is None or ended >= restart[0])
             assert killed or across_restart, (
@@ -142,7 +145,7 @@ def _check_limit(
     while a stale holder's body and its new holder's overlap (one run, one slot)."""
     by_run: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for (run_id, _), executions in _executions(effects).items():
-        for started, pid, ended in executions:
+        for started, pid, ended, _ in executions:
             if ended is None:
                 ended = kills.get(pid, restart[1])
             by_run[run_id].append((started, ended))

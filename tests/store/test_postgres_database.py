@@ -1,0 +1,64 @@
+"""PostgreSQL databases perdure must not use, and migrations from several processes at
+once (the SQLite counterparts are in test_sqlite_file.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+
+import pytest
+
+import perdure
+from perdure.store.postgres import PostgresStore
+from tests import postgres
+
+
+def _sql(url: str, statement: str) -> list[tuple[object, ...]]:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        cursor = conn.execute(statement)
+        return cursor.fetchall() if cursor.description else []
+
+
+async def test_a_foreign_database_is_refused_and_left_unchanged():
+    url = postgres.fresh_url()
+    _sql(url, "CREATE TABLE invoices (id int)")
+    with pytest.raises(perdure.StoreError, match="not perdure's") as refused:
+        await PostgresStore(url).open()
+    assert "\n" not in str(refused.value)
+    assert _sql(url, "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()") == [
+        ("invoices",)
+    ]
+
+
+async def test_a_database_newer_than_this_code_is_refused_and_left_unchanged():
+    url = postgres.fresh_url()
+    store = PostgresStore(url)
+    await store.open()
+    await store.close()
+    _sql(url, "UPDATE perdure_meta SET value = '99' WHERE key = 'schema_version'")
+    with pytest.raises(perdure.StoreError, match="newer than this perdure"):
+        await PostgresStore(url).open()
+    assert _sql(url, "SELECT value FROM perdure_meta WHERE key = 'schema_version'") == [("99",)]
+
+
+async def test_processes_that_migrate_one_database_at_once_all_succeed():
+    url = postgres.fresh_url()
+    script = (
+        "import asyncio, sys\n"
+        "from perdure.store.postgres import PostgresStore\n"
+        "async def main():\n"
+        "    s = PostgresStore(sys.argv[1]); await s.open(); print(await s.migrate())\n"
+        "asyncio.run(main())\n"
+    )
+    processes = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-c", script, url, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        for _ in range(4)
+    ]
+    outputs = [await asyncio.wait_for(p.communicate(), 60) for p in processes]
+    assert [p.returncode for p in processes] == [0, 0, 0, 0], outputs
+    assert {out.decode().strip() for out, _ in outputs} == {"3"}

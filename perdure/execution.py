@@ -23,6 +23,7 @@ from perdure import (
     exceptions,
     failures,
     journal,
+    quiescence,
     runs,
     runtime,
     signals,
@@ -321,45 +322,17 @@ class Execution:
         self._check_handle = None
         if self.frozen is not None or self.body_done:
             return
-        deadline = self._quiescent_deadline()
+        deadline = quiescence.deadline(self)
         if deadline is None:
             return
         self._pause_clock()
         if deadline - self.db_now() > self.settings.suspend_after:
             self.worker.spawn(self._suspend(deadline))
 
-    def _quiescent_deadline(self) -> float | None:
-        """The earliest deadline when every live branch is blocked on a durable wait (or
-        on other branches of the run) and no step runs; otherwise None."""
-        deadlines = []
-        for branch in self.branches:
-            if not branch.live:
-                continue
-            if branch.in_step or branch.busy:
-                return None
-            if branch.wait_deadline is not None:
-                deadlines.append(branch.wait_deadline)
-            elif branch.thread_ident is not None or not self._blocked_on_run(branch):
-                return None
-        return min(deadlines) if deadlines else None
-
-    def _blocked_on_run(self, branch: Branch) -> bool:
-        task = branch.task
-        waiter = getattr(task, "_fut_waiter", None)
-        if waiter is None:
-            return False  # running, or ready to run
-        tasks = {b.task for b in self.branches}
-        if waiter in tasks:
-            return True
-        children = getattr(waiter, "_children", None)  # asyncio.gather
-        if children is not None:
-            return all(c.done() or c in tasks for c in children)
-        return any(child.live for child in branch.children)  # TaskGroup, asyncio.wait
-
     async def _suspend(self, deadline: float) -> None:
         if self.frozen is not None or self.body_done:
             return
-        found = self._quiescent_deadline()  # the run may have moved on since the check
+        found = quiescence.deadline(self)  # the run may have moved on since the check
         if found is None or found - self.db_now() <= self.settings.suspend_after:
             return
         self.freeze(signals.Suspended())

@@ -45,6 +45,7 @@ class BatchedStore:
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._backoff, self._retry_at = 0.05, 0.0
+        self._locks: dict[str, Any] = {}  # this process's workers -> their liveness locks
 
     # --- what a backend supplies -------------------------------------------------------
 
@@ -77,6 +78,27 @@ class BatchedStore:
 
     def notify(self) -> None:
         """Wake the workers: claimable work may have appeared."""
+
+    def _lock_held(self, tx: ops.Tx, worker_id: str) -> bool:
+        """Whether that worker's liveness lock is still held (it dies with its holder)."""
+        raise NotImplementedError
+
+    async def reap_workers(self, lease_seconds: float) -> list[str]:
+        dead: list[str] = await self._write_op(lambda tx: self._reap(tx, lease_seconds))
+        if dead:
+            self.notify()
+        return dead
+
+    def _reap(self, tx: ops.Tx, lease_seconds: float) -> list[str]:
+        dead = []
+        for row in tx.rows(tx.q.LIVE_WORKERS, {}):
+            if row["id"] in self._locks:
+                continue
+            silent = tx.now - row["heartbeat_at"] > lease_seconds
+            if silent or not self._lock_held(tx, row["id"]):
+                tx.run(tx.q.MARK_DEAD, {"id": row["id"], "now": tx.now})
+                dead.append(row["id"])
+        return dead
 
     # --- the connection thread --------------------------------------------------------
 

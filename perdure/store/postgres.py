@@ -66,7 +66,6 @@ class PostgresStore(batched.BatchedStore):
     def __init__(self, url: str) -> None:
         super().__init__()
         self.url = url
-        self._locks: dict[str, Any] = {}  # worker id -> its liveness connection
         self.wakeup = Wakeup(self)
 
     def _connection(self, **options: Any) -> Any:
@@ -163,11 +162,13 @@ class PostgresStore(batched.BatchedStore):
         op = lambda tx: tx.run(tx.q.HEARTBEAT, {"id": worker_id, "now": tx.now})  # noqa: E731
         return bool(self._submit(op, True).result())
 
-    async def reap_workers(self, lease_seconds: float) -> list[str]:
-        dead: list[str] = await self._write_op(lambda tx: self._reap(tx, lease_seconds))
-        if dead:
-            self.notify()
-        return dead
+    def _lock_held(self, tx: ops.Tx, worker_id: str) -> bool:
+        # A session lock held by a live worker cannot be taken; a dead one's can.
+        found = tx.rows(
+            "SELECT pg_try_advisory_xact_lock(%(key)s) AS free",
+            {"key": _worker_lock_key(worker_id)},
+        )
+        return not found[0]["free"]
 
     def _reap(self, tx: ops.Tx, lease_seconds: float) -> list[str]:
         dead = []

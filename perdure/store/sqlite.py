@@ -85,7 +85,6 @@ class SqliteStore(batched.BatchedStore):
                 f"sqlite_synchronous must be one of {', '.join(SYNCHRONOUS)}, not {synchronous!r}"
             )
         self._synchronous = mode
-        self._locks: dict[str, int] = {}
         self.wakeup = wakeup.Wakeup(self.path)
 
     def _closed(self) -> None:
@@ -181,24 +180,7 @@ class SqliteStore(batched.BatchedStore):
         op: Op = lambda tx: tx.run(sql.HEARTBEAT, {"id": worker_id, "now": tx.now})  # noqa: E731
         return bool(self._submit(op, True).result())
 
-    async def reap_workers(self, lease_seconds: float) -> list[str]:
-        dead: list[str] = await self._write_op(lambda tx: self._reap(tx, lease_seconds))
-        if dead:
-            self.notify()
-        return dead
-
-    def _reap(self, tx: ops.Tx, lease_seconds: float) -> list[str]:
-        dead = []
-        for row in tx.rows(sql.LIVE_WORKERS, {}):
-            if row["id"] in self._locks:
-                continue
-            silent = tx.now - row["heartbeat_at"] > lease_seconds
-            if silent or not self._lock_held(row["id"]):
-                tx.run(sql.MARK_DEAD, {"id": row["id"], "now": tx.now})
-                dead.append(row["id"])
-        return dead
-
-    def _lock_held(self, worker_id: str) -> bool:
+    def _lock_held(self, tx: ops.Tx, worker_id: str) -> bool:
         """Whether the worker's process still holds its lock (it dies with the process)."""
         try:
             fd = os.open(self._lock_path(worker_id), os.O_RDWR)

@@ -247,6 +247,12 @@ class BatchedStore:
     async def _write_op(self, op: Op) -> Any:
         return await _outcome(self._submit(op, True))
 
+    async def _write_and_notify(self, op: Op) -> Any:
+        """A write after which claimable work may have appeared: wake the workers."""
+        result = await self._write_op(op)
+        self.notify()
+        return result
+
     # --- client ----------------------------------------------------------------------
 
     async def create_run(self, new: base.NewRun) -> tuple[str, bool]:
@@ -281,22 +287,19 @@ class BatchedStore:
         return [base.RunEvent(**dict(r)) for r in rows]
 
     async def cancel_run(self, run_id: str) -> runs.Run:
-        run: runs.Run = await self._write_op(lambda tx: ops.cancel_run(tx, run_id))
-        self.notify()
+        run: runs.Run = await self._write_and_notify(lambda tx: ops.cancel_run(tx, run_id))
         return run
 
     async def retry_run(self, run_id: str, key_ttl: float = 30 * 86400) -> runs.Run:
-        run: runs.Run = await self._write_op(lambda tx: ops.retry_run(tx, run_id, key_ttl))
-        self.notify()
+        run: runs.Run = await self._write_and_notify(lambda tx: ops.retry_run(tx, run_id, key_ttl))
         return run
 
     async def replay_run(
         self, run_id: str, new_id: str, payload: str | None, before: runs.Key | None
     ) -> str:
-        result: str = await self._write_op(
+        result: str = await self._write_and_notify(
             lambda tx: ops.replay_run(tx, run_id, new_id, payload, before)
         )
-        self.notify()
         return result
 
     # --- claiming and leased runs ---------------------------------------------------
@@ -373,9 +376,10 @@ class BatchedStore:
         self, lease: base.Lease, entry: runs.Entry, children: list[base.NewRun]
     ) -> bool:
         done = bool(
-            await self._write_op(lambda tx: child_ops.create_children(tx, lease, entry, children))
+            await self._write_and_notify(
+                lambda tx: child_ops.create_children(tx, lease, entry, children)
+            )
         )
-        self.notify()
         return done
 
     # --- tokens ----------------------------------------------------------------------
@@ -401,8 +405,9 @@ class BatchedStore:
         return state
 
     async def complete_token(self, token_id: str, data: str) -> list[str]:
-        woken: list[str] = await self._write_op(lambda tx: waits.complete_token(tx, token_id, data))
-        self.notify()
+        woken: list[str] = await self._write_and_notify(
+            lambda tx: waits.complete_token(tx, token_id, data)
+        )
         return woken
 
     async def get_token(self, token_id: str) -> dict[str, Any] | None:
@@ -425,9 +430,10 @@ class BatchedStore:
         self, lease: base.Lease, executed_seconds: float, progress: base.Progress | None
     ) -> bool:
         done = bool(
-            await self._write_op(lambda tx: ops.release(tx, lease, executed_seconds, progress))
+            await self._write_and_notify(
+                lambda tx: ops.release(tx, lease, executed_seconds, progress)
+            )
         )
-        self.notify()
         return done
 
     async def retry_later(
@@ -454,11 +460,10 @@ class BatchedStore:
         progress: base.Progress | None,
     ) -> bool:
         done = bool(
-            await self._write_op(
+            await self._write_and_notify(
                 lambda tx: ops.finish(tx, lease, status, output, error, drop, progress)
             )
         )
-        self.notify()  # a queue slot is free, and a waiting client may look
         return done
 
 

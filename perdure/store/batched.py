@@ -79,6 +79,9 @@ class BatchedStore:
     def notify(self) -> None:
         """Wake the workers: claimable work may have appeared."""
 
+    def _contended(self) -> None:
+        """A claim left runs whose slots another claim held: look again once it commits."""
+
     def _lock_held(self, tx: ops.Tx, worker_id: str) -> bool:
         """Whether that worker's liveness lock is still held (it dies with its holder)."""
         raise NotImplementedError
@@ -320,9 +323,12 @@ class BatchedStore:
         max_recoveries: int,
     ) -> list[base.Claim]:
         token = lambda: secrets.token_hex(12)  # noqa: E731
-        claims: list[base.Claim] = await self._write_op(
+        claims: list[base.Claim]
+        claims, contended = await self._write_op(
             lambda tx: ops.claim(tx, worker_id, task_ids, version, limit, max_recoveries, token)
         )
+        if contended:
+            self._contended()
         return claims
 
     async def next_due(self, task_ids: list[str]) -> float | None:

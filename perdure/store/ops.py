@@ -188,11 +188,13 @@ def claim(
     limit: int,
     max_recoveries: int,
     token: Any,
-) -> list[base.Claim]:
-    """`token` is a callable returning a fresh lease token."""
-    tx.rows(tx.q.LOCK_CLAIMS, {})
+) -> tuple[list[base.Claim], bool]:
+    """Take up to `limit` runs: orphans of dead workers first, then due runs by priority
+    and due time, as many per limited (queue, concurrency key) as its free slots allow.
+    `token` is a callable returning a fresh lease token. Also says whether runs were left
+    because another claim held their slots (worth claiming again once it commits)."""
     if not tx.rows(tx.q.WORKER_ALIVE, {"worker_id": worker_id}):
-        return []  # declared dead or stopped: it may hold nothing more
+        return [], False  # declared dead or stopped: it may hold nothing more
     expire(tx)
     params = {
         "task_ids": json.dumps(task_ids),
@@ -201,16 +203,37 @@ def claim(
         "worker_id": worker_id,
     }
     orphans = [r["id"] for r in tx.rows(tx.q.ORPHANED_RUNS, {**params, "limit": limit})]
-    claims = [
-        c for c in (_take(tx, i, worker_id, version, max_recoveries, token()) for i in orphans) if c
-    ]
+    due: list[str] = []
+    contended = False
     room = limit - len(orphans)
     if room > 0:
-        due = [r["id"] for r in tx.rows(tx.q.CLAIMABLE_RUNS, {**params, "limit": room})]
-        claims += [
-            c for c in (_take(tx, i, worker_id, version, max_recoveries, token()) for i in due) if c
-        ]
-    return claims
+        found = tx.rows(tx.q.CLAIMABLE_RUNS, {**params, "limit": room, "scan": room * 4})
+        due, contended = _admit(tx, found)
+    taken = (_take(tx, i, worker_id, version, max_recoveries, token()) for i in orphans + due)
+    return [c for c in taken if c], contended
+
+
+def _admit(tx: Tx, found: Sequence[Row]) -> tuple[list[str], bool]:
+    """The found runs that fit their slots, counted under the slots' lock (the count the
+    query made may be stale by the time it returns: another worker may have claimed since)."""
+    free: dict[tuple[str, str | None], int] = {}
+    admitted, contended = [], False
+    for row in found:
+        if row["concurrency_limit"] is None:
+            admitted.append(row["id"])
+            continue
+        slot = (row["queue"], row["concurrency_key"])
+        if slot not in free:
+            params = {"queue": slot[0], "ckey": slot[1]}
+            if tx.rows(tx.q.LOCK_SLOT, params)[0]["taken"]:
+                running = tx.rows(tx.q.RUNNING_IN_SLOT, params)[0]["n"]
+                free[slot] = row["concurrency_limit"] - running
+            else:
+                free[slot], contended = 0, True
+        if free[slot] > 0:
+            free[slot] -= 1
+            admitted.append(row["id"])
+    return admitted, contended
 
 
 def expire(tx: Tx) -> None:

@@ -3,8 +3,10 @@ and `:name` parameters turned into psycopg's `%(name)s`.
 
 What differs: JSON arrays are read with jsonb functions; NULL-safe equality is IS NOT
 DISTINCT FROM; reads that fence a write lock the run's row (FOR SHARE / FOR UPDATE), so a
-takeover committed by another worker cannot slip between the check and the write; and
-claims and idempotency keys are serialized by transaction-level advisory locks.
+takeover committed by another worker cannot slip between the check and the write; claims
+lock the runs they take with FOR UPDATE SKIP LOCKED, so workers claiming at once take
+different runs without waiting on each other; the slots of a limited (queue, concurrency
+key) and idempotency keys are guarded by transaction-level advisory locks.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ OVERRIDES: dict[str, str] = {
           AND (w.id IS NULL OR w.dead_at IS NOT NULL OR w.stopped_at IS NOT NULL)
           AND r.{_IN_TASKS}
           AND (CAST(:version AS text) IS NULL OR r.version IS NULL OR r.version = :version)
-        LIMIT :limit""",
+        LIMIT :limit
+        FOR UPDATE OF r SKIP LOCKED""",
     "CLAIMABLE_RUNS": f"""WITH busy AS (
             SELECT queue, concurrency_key AS ckey, COUNT(*) AS n FROM runs
             WHERE status = 'running' GROUP BY queue, concurrency_key
@@ -34,13 +37,30 @@ OVERRIDES: dict[str, str] = {
             WHERE status IN ('queued', 'delayed', 'retrying', 'waiting') AND due_at <= :now
               AND {_IN_TASKS}
               AND (CAST(:version AS text) IS NULL OR version IS NULL OR version = :version)
+        ), ranked AS (
+            SELECT c.id FROM candidates c
+            LEFT JOIN queues q ON q.name = c.queue
+            LEFT JOIN busy b ON b.queue = c.queue
+                AND b.ckey IS NOT DISTINCT FROM c.concurrency_key
+            WHERE q.concurrency_limit IS NULL OR c.rn <= q.concurrency_limit - COALESCE(b.n, 0)
+            ORDER BY c.priority DESC, c.due_at, c.id
+            LIMIT :scan
         )
-        SELECT c.id FROM candidates c
-        LEFT JOIN queues q ON q.name = c.queue
-        LEFT JOIN busy b ON b.queue = c.queue AND b.ckey IS NOT DISTINCT FROM c.concurrency_key
-        WHERE q.concurrency_limit IS NULL OR c.rn <= q.concurrency_limit - COALESCE(b.n, 0)
-        ORDER BY c.priority DESC, c.due_at, c.id
-        LIMIT :limit""",
+        SELECT r.id, r.queue, r.concurrency_key, q.concurrency_limit FROM runs r
+        LEFT JOIN queues q ON q.name = r.queue
+        WHERE r.id IN (SELECT id FROM ranked)
+          AND r.status IN ('queued', 'delayed', 'retrying', 'waiting') AND r.due_at <= :now
+        ORDER BY r.priority DESC, r.due_at, r.id
+        LIMIT :limit
+        FOR UPDATE OF r SKIP LOCKED""",
+    "RUNNING_IN_SLOT": """SELECT COUNT(*) AS n FROM runs
+        WHERE status = 'running' AND queue = :queue
+          AND concurrency_key IS NOT DISTINCT FROM CAST(:ckey AS text)""",
+    "EXPIRED_RUNS": """SELECT id FROM runs
+        WHERE status IN ('queued', 'delayed') AND ttl_expires_at IS NOT NULL
+          AND ttl_expires_at <= :now
+        LIMIT 100
+        FOR UPDATE SKIP LOCKED""",
     "NEXT_DUE": f"""SELECT MIN(due_at) AS due FROM runs
         WHERE status IN ('queued', 'delayed', 'retrying', 'waiting') AND due_at > :now
           AND {_IN_TASKS}""",
@@ -75,7 +95,8 @@ OVERRIDES: dict[str, str] = {
             task_id
         FROM runs WHERE id = :id FOR UPDATE""",
     "GET_TOKEN_FOR_UPDATE": f"SELECT {sql.TOKEN_COLUMNS} FROM tokens WHERE id = :id FOR UPDATE",
-    "LOCK_CLAIMS": "SELECT pg_advisory_xact_lock(7157240)",
+    "LOCK_SLOT": """SELECT pg_try_advisory_xact_lock(7157242,
+        hashtext(CAST(:queue AS text) || ':' || COALESCE(CAST(:ckey AS text), ''))) AS taken""",
     "LOCK_IDEMPOTENCY_KEY": """SELECT pg_advisory_xact_lock(
         hashtext(CAST(:task_id AS text) || ':' || CAST(:key AS text)))""",
     "INSERT_LOG": """INSERT INTO logs (run_id, attempt, branch, seq, level, message, at)

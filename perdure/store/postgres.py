@@ -115,6 +115,9 @@ class PostgresStore(batched.BatchedStore):
         with contextlib.suppress(exceptions.StoreError):
             self._submit(lambda tx: tx.run(f"NOTIFY {CHANNEL}", {}), True)
 
+    def _contended(self) -> None:
+        self.wakeup.wake(after=0.005)  # the other claim commits within milliseconds
+
     def _closed(self) -> None:
         for worker_id in list(self._locks):
             self._unlock(worker_id)
@@ -221,6 +224,11 @@ class Wakeup:
     def _wake(self) -> None:
         if self._loop is not None and self._event is not None:
             self._loop.call_soon_threadsafe(self._event.set)
+
+    def wake(self, after: float) -> None:
+        """Wake this process's worker loop in `after` seconds (from the loop's thread)."""
+        if self._loop is not None and self._event is not None:
+            self._loop.call_later(after, self._event.set)
 
     async def wait(self, timeout: float) -> bool:
         if self._event is None:

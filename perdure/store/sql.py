@@ -65,12 +65,16 @@ CLAIMABLE_RUNS = """WITH busy AS (
           AND task_id IN (SELECT value FROM json_each(:task_ids))
           AND (:version IS NULL OR version IS NULL OR version = :version)
     )
-    SELECT c.id FROM candidates c
+    SELECT c.id, c.queue, c.concurrency_key, q.concurrency_limit FROM candidates c
     LEFT JOIN queues q ON q.name = c.queue
     LEFT JOIN busy b ON b.queue = c.queue AND b.ckey IS c.concurrency_key
     WHERE q.concurrency_limit IS NULL OR c.rn <= q.concurrency_limit - COALESCE(b.n, 0)
     ORDER BY c.priority DESC, c.due_at, c.id
     LIMIT :limit"""
+
+# Runs holding slots of one (queue, concurrency key), counted once its slots are locked.
+RUNNING_IN_SLOT = """SELECT COUNT(*) AS n FROM runs
+    WHERE status = 'running' AND queue = :queue AND concurrency_key IS :ckey"""
 
 GET_CLAIM_ROW = """SELECT id, task_id, status, payload, attempts, recoveries, tags, parent_id,
         root_id, idempotency_key, version, executed_seconds, cancel_requested_at, started_at,
@@ -290,8 +294,9 @@ GET_RUN_ROW = "SELECT * FROM runs WHERE id = :id"
 
 # --- serialization points (no-ops here: SQLite's write lock serializes every write) ------
 
-# Taken before claiming: no two workers claim at once, so limits and leases hold.
-LOCK_CLAIMS = "SELECT 1"
+# Taken before the runs of one (queue, concurrency key) are counted and claimed, so no two
+# claims fill the same slots; `taken` says whether it was free (else skip those runs now).
+LOCK_SLOT = "SELECT 1 AS taken"
 
 # Taken before an idempotency key is looked up: one run per key, however many triggers.
 LOCK_IDEMPOTENCY_KEY = "SELECT 1 WHERE :task_id IS NOT NULL AND :key IS NOT NULL"

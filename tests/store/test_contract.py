@@ -342,6 +342,35 @@ async def test_no_number_of_concurrent_claimers_exceeds_a_queue_limit(
     assert len(running) == 3
 
 
+async def test_claimers_of_different_tasks_never_exceed_the_limit_of_their_shared_queue(
+    store: base.Store, start_worker
+) -> None:
+    # Each worker serves a task of its own, so no two claims compete for the same runs:
+    # only the queue's slots stand between them, whatever each one counted beforehand.
+    await store.set_queue_limits({QUEUE: 3})
+    tasks = [f"task-{i}" for i in range(4)]
+    for task_id in tasks * 5:
+        await store.create_run(new_run(task_id=task_id))
+        await store.create_run(new_run(task_id=task_id, concurrency_key="tenant-a"))
+    workers = [await start_worker(f"wrk_{t}") for t in tasks]
+    held: dict[str, tuple[base.Store, base.Lease]] = {}
+    most: dict[str | None, int] = {None: 0, "tenant-a": 0}
+    for _ in range(6):
+        claimed = await asyncio.gather(
+            *[w.claim([t], limit=10) for w, t in zip(workers, tasks, strict=True)]
+        )
+        for worker, claims in zip(workers, claimed, strict=True):
+            held.update({c.lease.run_id: (worker.store, c.lease) for c in claims})
+        running = await store.list_runs(base.RunFilter(status=["running"]))
+        for key in most:
+            holding = [r for r in running if r.concurrency_key == key]
+            most[key] = max(most[key], len(holding))
+            for run in holding[:1]:  # one run per key ends: a slot is free again
+                owner, lease = held[run.id]
+                assert await owner.finish(lease, runs.RunStatus.COMPLETED, "null", None, [], None)
+    assert most == {None: 3, "tenant-a": 3}
+
+
 async def test_queue_limits_can_be_changed_and_lifted(store: base.Store, worker: Worker) -> None:
     for _ in range(6):
         await store.create_run(new_run())

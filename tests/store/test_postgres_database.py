@@ -62,3 +62,29 @@ async def test_processes_that_migrate_one_database_at_once_all_succeed():
     outputs = [await asyncio.wait_for(p.communicate(), 60) for p in processes]
     assert [p.returncode for p in processes] == [0, 0, 0, 0], outputs
     assert {out.decode().strip() for out, _ in outputs} == {"3"}
+
+
+async def test_a_claim_skips_the_runs_another_claim_holds_instead_of_waiting():
+    import psycopg
+
+    from tests.store import support
+
+    url = postgres.fresh_url()
+    store = PostgresStore(url)
+    await store.open()
+    try:
+        await store.register_worker(support.worker_info("wrk_a"))
+        first, second = support.new_run(priority=1), support.new_run()
+        for new in (first, second):
+            await store.create_run(new)
+        # Another worker's claim, still in its transaction, holds the first run.
+        with psycopg.connect(url) as other:
+            other.execute("SELECT id FROM runs WHERE id = %s FOR UPDATE", (first.id,))
+            async with asyncio.timeout(5):
+                claims = await store.claim("wrk_a", [support.TASK], None, 10, 5)
+            assert [c.lease.run_id for c in claims] == [second.id]
+            other.rollback()
+        claims = await store.claim("wrk_a", [support.TASK], None, 10, 5)
+        assert [c.lease.run_id for c in claims] == [first.id]
+    finally:
+        await store.close()

@@ -103,6 +103,9 @@ class Worker:
 
     async def _claim_loop(self) -> None:
         while not self._stopping:
+            # Cleared before looking for work, so a wake-up that arrives while we look
+            # (during the claim or next_due) is kept for the wait below, never lost.
+            self._kick.clear()
             free = self.concurrency - len(self.active)
             claimed = 0
             if free > 0:
@@ -131,7 +134,6 @@ class Worker:
             due = await next_due(self.task_ids)
             if due is not None:
                 timeout = min(timeout, max(due - time.time(), 0.0) + 0.001)
-        self._kick.clear()
         try:
             async with asyncio.timeout(timeout):
                 await self._kick.wait()

@@ -34,12 +34,14 @@ class _Job:
     op: Op
     write: bool
     future: concurrent.futures.Future[Any]
+    notify: bool = False  # claimable work may appear: wake the workers when it commits
 
 
 class BatchedStore:
     """The Store's operations over one connection owned by one thread."""
 
     label = "store"
+    _notifies_in_batch = False  # whether a write batch sends its own wake-up (see _Job)
 
     def __init__(self) -> None:
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
@@ -237,11 +239,11 @@ class BatchedStore:
             else:
                 job.future.set_exception(value)
 
-    def _submit(self, op: Op, write: bool) -> concurrent.futures.Future[Any]:
+    def _submit(self, op: Op, write: bool, notify: bool = False) -> concurrent.futures.Future[Any]:
         if self._thread is None:
             raise exceptions.StoreError("the store is not open (or was closed)")
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        self._jobs.put(_Job(op, write, future))
+        self._jobs.put(_Job(op, write, future, notify))
         return future
 
     async def _read_op(self, op: Op) -> Any:
@@ -251,17 +253,17 @@ class BatchedStore:
         return await _outcome(self._submit(op, True))
 
     async def _write_and_notify(self, op: Op) -> Any:
-        """A write after which claimable work may have appeared: wake the workers."""
-        result = await self._write_op(op)
-        self.notify()
+        """A write after which claimable work may have appeared: wake the workers (in the
+        write's own transaction where the backend can)."""
+        result = await _outcome(self._submit(op, True, notify=self._notifies_in_batch))
+        if not self._notifies_in_batch:
+            self.notify()
         return result
 
     # --- client ----------------------------------------------------------------------
 
     async def create_run(self, new: base.NewRun) -> tuple[str, bool]:
-        result: tuple[str, bool] = await self._write_op(lambda tx: ops.create_run(tx, new))
-        if not result[1]:
-            self.notify()
+        result: tuple[str, bool] = await self._write_and_notify(lambda tx: ops.create_run(tx, new))
         return result
 
     async def get_run(self, run_id: str) -> runs.Run | None:

@@ -6,17 +6,23 @@ the database clock, liveness through a session advisory lock that each worker ho
 dedicated connection (with TCP keepalive, so it dies with the worker or its network), and
 wake-ups through LISTEN/NOTIFY, with polling only as a fallback.
 
-Connections per process: one for the batching thread, one for LISTEN, and one per worker
-for its liveness lock: three for a worker, one or two for a client.
+Connections per process: one for the batching thread (every write, group-committed), a
+small pool for reads (`READ_CONNECTIONS`, so a dashboard's or a client's reads never queue
+behind writes), one for LISTEN in a worker, and one per worker for its liveness lock:
+at most five for a worker process, three for a client, whatever the concurrency. Each is
+named in `pg_stat_activity` (application_name `perdure <role> <pid>`). Statements a
+connection runs often are prepared on the server (psycopg's automatic preparation).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import threading
 import zlib
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from typing import Any
 
@@ -26,6 +32,18 @@ from perdure.store import base, batched, ops, pg_sql
 CHANNEL = "perdure_work"
 MIGRATION_LOCK = 7157241
 KEEPALIVE = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3}
+READ_CONNECTIONS = 2
+PREPARE_THRESHOLD = 2  # a statement run this many times on a connection is prepared
+
+
+def _pool_module() -> Any:
+    try:
+        import psycopg_pool
+    except ImportError:
+        raise exceptions.ConfigurationError(
+            "a postgresql:// database needs psycopg's pool: pip install 'perdure[postgres]'"
+        ) from None
+    return psycopg_pool
 
 
 def _psycopg() -> Any:
@@ -62,22 +80,29 @@ class PostgresStore(batched.BatchedStore):
     """The Store on one PostgreSQL database, shared by any number of processes."""
 
     label = "postgres"
+    _notifies_in_batch = True
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, read_connections: int = READ_CONNECTIONS) -> None:
         super().__init__()
         self.url = url
         self.wakeup = Wakeup(self)
+        self._read_connections = read_connections
+        self._pool: Any = None
+        self._readers: ThreadPoolExecutor | None = None
 
-    def _connection(self, **options: Any) -> Any:
+    def _options(self, role: str) -> dict[str, Any]:
+        psycopg = _psycopg()
+        return {
+            "autocommit": True,
+            "row_factory": psycopg.rows.dict_row,
+            "prepare_threshold": PREPARE_THRESHOLD,
+            "application_name": f"perdure {role} {os.getpid()}",
+        }
+
+    def _connection(self, role: str, **options: Any) -> Any:
         psycopg = _psycopg()
         try:
-            return psycopg.Connection.connect(
-                self.url,
-                autocommit=True,
-                cursor_factory=psycopg.ClientCursor,
-                row_factory=psycopg.rows.dict_row,
-                **options,
-            )
+            return psycopg.Connection.connect(self.url, **self._options(role), **options)
         except psycopg.Error as error:
             raise exceptions.StoreError(f"cannot connect to {self._safe_url()}: {error}") from None
 
@@ -88,7 +113,7 @@ class PostgresStore(batched.BatchedStore):
     # --- BatchedStore hooks ------------------------------------------------------------
 
     def _connect(self) -> Any:
-        conn = self._connection()
+        conn = self._connection("writes")
         try:
             _migrate(conn, self._safe_url())
         except BaseException:
@@ -115,6 +140,11 @@ class PostgresStore(batched.BatchedStore):
         with contextlib.suppress(exceptions.StoreError):
             self._submit(lambda tx: tx.run(f"NOTIFY {CHANNEL}", {}), True)
 
+    def _before_commit(self, conn: Any, jobs: list[batched._Job]) -> None:
+        # One notification for a whole batch, delivered when it commits.
+        if any(job.notify for job in jobs):
+            conn.execute(f"NOTIFY {CHANNEL}")
+
     def _contended(self) -> None:
         self.wakeup.wake(after=0.005)  # the other claim commits within milliseconds
 
@@ -122,6 +152,42 @@ class PostgresStore(batched.BatchedStore):
         for worker_id in list(self._locks):
             self._unlock(worker_id)
         self.wakeup.close()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close(timeout=5)
+        if self._readers is not None:
+            self._readers.shutdown(wait=False)
+
+    # --- reads, on the pool ------------------------------------------------------------
+
+    async def open(self) -> None:
+        await super().open()
+        if self._pool is None:
+            self._pool = _pool_module().ConnectionPool(
+                self.url,
+                min_size=1,
+                max_size=self._read_connections,
+                kwargs=self._options("reads"),
+                open=False,
+                name="perdure-reads",
+            )
+            self._pool.open(wait=False)
+            self._readers = ThreadPoolExecutor(
+                self._read_connections, thread_name_prefix="perdure-read"
+            )
+
+    async def _read_op(self, op: batched.Op) -> Any:
+        if self._pool is None or self._readers is None:
+            raise exceptions.StoreError("the store is not open (or was closed)")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._readers, self._pooled_read, op)
+
+    def _pooled_read(self, op: batched.Op) -> Any:
+        try:
+            with self._pool.connection(timeout=10) as conn:
+                return op(_Tx(conn))
+        except Exception as error:
+            raise self._translate(error) from None
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -137,7 +203,8 @@ class PostgresStore(batched.BatchedStore):
     async def register_worker(self, worker: base.WorkerInfo) -> None:
         # The lock is taken before the worker is visible, so nobody sees it unlocked.
         loop = asyncio.get_running_loop()
-        conn = await loop.run_in_executor(None, lambda: self._connection(**KEEPALIVE))
+        connect = lambda: self._connection(f"liveness {worker.id}", **KEEPALIVE)  # noqa: E731
+        conn = await loop.run_in_executor(None, connect)
         conn.execute("SELECT pg_advisory_lock(%s)", (_worker_lock_key(worker.id),))
         self._locks[worker.id] = conn
         params = {**worker.__dict__}
@@ -204,7 +271,7 @@ class Wakeup:
     def listen(self, name: str) -> None:
         if self._thread is not None:
             return
-        self._conn = self.store._connection(**KEEPALIVE)
+        self._conn = self.store._connection("listen", **KEEPALIVE)
         self._conn.execute(f"LISTEN {CHANNEL}")
         self._thread = threading.Thread(target=self._listen, name="perdure-listen", daemon=True)
         self._thread.start()
@@ -218,7 +285,7 @@ class Wakeup:
                 if self._stop.wait(1.0):
                     return
                 with contextlib.suppress(Exception):
-                    self._conn = self.store._connection(**KEEPALIVE)
+                    self._conn = self.store._connection("listen", **KEEPALIVE)
                     self._conn.execute(f"LISTEN {CHANNEL}")
 
     def _wake(self) -> None:

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 import perdure
+from perdure.store import base
 from perdure.store.postgres import PostgresStore
 from tests import postgres
 
@@ -86,5 +87,47 @@ async def test_a_claim_skips_the_runs_another_claim_holds_instead_of_waiting():
             other.rollback()
         claims = await store.claim("wrk_a", [support.TASK], None, 10, 5)
         assert [c.lease.run_id for c in claims] == [first.id]
+    finally:
+        await store.close()
+
+
+async def test_statements_run_often_are_prepared_on_the_server():
+    from tests.store import support
+
+    store = PostgresStore(postgres.fresh_url())
+    await store.open()
+    try:
+        for _ in range(5):
+            await store.create_run(support.new_run())
+        prepared = await store._write_op(  # the connection the writes went through
+            lambda tx: tx.rows("SELECT statement FROM pg_prepared_statements", {})
+        )
+        assert any("INSERT INTO runs" in row["statement"] for row in prepared), prepared
+    finally:
+        await store.close()
+
+
+async def test_reads_do_not_queue_behind_a_write_that_waits():
+    import psycopg
+
+    from tests.store import support
+
+    url = postgres.fresh_url()
+    store = PostgresStore(url)
+    await store.open()
+    try:
+        first = support.new_run()
+        await store.create_run(first)
+        with psycopg.connect(url) as other:
+            other.execute("LOCK TABLE runs IN EXCLUSIVE MODE")  # writes wait; reads do not
+            blocked = asyncio.ensure_future(store.create_run(support.new_run()))
+            async with asyncio.timeout(5):
+                run = await store.get_run(first.id)
+                listed = await store.list_runs(base.RunFilter())
+            assert run is not None and [r.id for r in listed] == [first.id]
+            assert not blocked.done()
+            other.rollback()
+        async with asyncio.timeout(5):
+            await blocked
     finally:
         await store.close()

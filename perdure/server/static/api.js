@@ -114,7 +114,7 @@ export function announce(state) {
 export function subscribe(params, { onEvent, onOpen }) {
   let controller = null;
   let closed = false;
-  let delay = 500;
+  let delay = 0;
 
   async function connect() {
     controller = new AbortController();
@@ -126,17 +126,19 @@ export function subscribe(params, { onEvent, onOpen }) {
       });
       if (response.status === 401 && (await askForKey())) return connect();
       if (!response.ok || !response.body) throw new ApiError(response.status, "HTTPError", "no stream");
-      delay = 500;
       announce("live");
       onOpen?.();
+      const opened = Date.now();
       await read(response.body, onEvent);
-    } catch (error) {
+      // The server ends each stream after a while: follow on at once, unless it ended
+      // right away (then back off, as after an error).
+      delay = Date.now() - opened > 5000 ? 0 : backoff(delay);
+    } catch {
       if (closed) return;
+      announce("reconnecting");
+      delay = backoff(delay);
     }
-    if (closed) return;
-    announce("reconnecting");
-    setTimeout(connect, delay);
-    delay = Math.min(delay * 2, 8000);
+    if (!closed) setTimeout(connect, delay);
   }
 
   connect();
@@ -144,6 +146,10 @@ export function subscribe(params, { onEvent, onOpen }) {
     closed = true;
     controller?.abort();
   };
+}
+
+function backoff(delay) {
+  return Math.min(Math.max(delay * 2, 500), 8000);
 }
 
 async function read(body, onEvent) {

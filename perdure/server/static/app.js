@@ -18,7 +18,12 @@ const ROUTES = [
   [/^\/workers\/?$/, workers, "workers"],
 ];
 
-const NAV = { runs: ["runs", "Runs"], test: ["test", "Test"], queues: ["queues", "Queues"], workers: ["workers", "Workers"] };
+const NAV = {
+  runs: ["runs", "Runs"],
+  test: ["test", "Test"],
+  queues: ["queues", "Queues"],
+  workers: ["workers", "Workers"],
+};
 
 /** What a page holds while it is shown: timers and streams, all closed when it goes. */
 class Page {
@@ -34,7 +39,9 @@ class Page {
     this.onLeave(() => clearInterval(timer));
   }
   subscribe(params, handlers) {
-    this.onLeave(subscribe(params, handlers));
+    const close = subscribe(params, handlers);
+    this.onLeave(close);
+    return close;
   }
   leave() {
     this.alive = false;

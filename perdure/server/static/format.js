@@ -112,7 +112,11 @@ export function clock(ms) {
 export function timeAgo(value) {
   const ms = toMs(value);
   if (ms === null) return h("span", { class: "muted" }, "–");
-  return h("time", { datetime: new Date(ms).toISOString(), title: dateTime(ms), "data-rel": ms }, relative(ms));
+  return h(
+    "time",
+    { datetime: new Date(ms).toISOString(), title: dateTime(ms), "data-rel": ms },
+    relative(ms),
+  );
 }
 
 /** The time from start to end; with no end yet it keeps counting. */

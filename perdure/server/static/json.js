@@ -7,7 +7,11 @@ const LONG_STRING = 280;
 const PAGE = 50;
 
 export function jsonView(value, { open = 2, state = new Map(), label } = {}) {
-  const root = h("div", { class: "json" }, copyButton(() => JSON.stringify(value, null, 2), "Copy JSON"));
+  const root = h(
+    "div",
+    { class: "json" },
+    copyButton(() => JSON.stringify(value, null, 2), "Copy JSON"),
+  );
   root.lastChild.classList.add("json-copy");
   root.append(node(value, { key: label, path: "$", depth: 0, open, state }));
   return root;
@@ -32,7 +36,7 @@ function leaf(value) {
 function stringLeaf(text) {
   if (text.includes("\n")) return h("span", { class: "s json-string-block" }, text);
   if (text.length <= LONG_STRING) return h("span", { class: "s" }, JSON.stringify(text));
-  const shown = h("span", { class: "s" }, JSON.stringify(text.slice(0, LONG_STRING)).slice(0, -1) + "…\"");
+  const shown = h("span", { class: "s" }, JSON.stringify(text.slice(0, LONG_STRING)).slice(0, -1) + '…"');
   const more = h("button", { type: "button", class: "more" }, `+${text.length - LONG_STRING} chars`);
   more.addEventListener("click", () => {
     shown.textContent = JSON.stringify(text);
@@ -45,19 +49,36 @@ function branch(value, ctx) {
   const isArray = Array.isArray(value);
   const entries = isArray ? value.map((v, i) => [i, v]) : Object.entries(value);
   const [openMark, closeMark] = isArray ? ["[", "]"] : ["{", "}"];
-  if (!entries.length) return h("div", { class: "json-line" }, keyLabel(ctx.key), h("span", { class: "meta" }, openMark + closeMark));
+  if (!entries.length)
+    return h(
+      "div",
+      { class: "json-line" },
+      keyLabel(ctx.key),
+      h("span", { class: "meta" }, openMark + closeMark),
+    );
 
   const remembered = ctx.state.get(ctx.path);
   const details = h("details", { open: remembered ?? ctx.depth < ctx.open });
-  const count = isArray ? `${entries.length} item${entries.length === 1 ? "" : "s"}` : `${entries.length} key${entries.length === 1 ? "" : "s"}`;
+  const count = isArray
+    ? `${entries.length} item${entries.length === 1 ? "" : "s"}`
+    : `${entries.length} key${entries.length === 1 ? "" : "s"}`;
+  // Folded: `key: { 3 keys }`. Open: `key: {`, the children, then `}` on a line of its own.
+  const close = h("div", { class: "json-close meta" }, closeMark);
   details.append(
-    h("summary", {}, keyLabel(ctx.key), h("span", { class: "meta" }, `${openMark} `), h("span", { class: "meta" }, `${count} ${closeMark}`)),
+    h(
+      "summary",
+      {},
+      keyLabel(ctx.key),
+      h("span", { class: "meta" }, openMark),
+      h("span", { class: "meta folded" }, ` ${count} ${closeMark}`),
+    ),
+    close,
   );
   let rendered = false;
   const renderChildren = () => {
     if (rendered) return;
     rendered = true;
-    appendChildren(details, entries, ctx, 0);
+    appendChildren(close, entries, ctx, 0);
   };
   if (details.open) renderChildren();
   details.addEventListener("toggle", (event) => {
@@ -68,18 +89,22 @@ function branch(value, ctx) {
   return details;
 }
 
-function appendChildren(details, entries, ctx, from) {
+function appendChildren(close, entries, ctx, from) {
   const slice = entries.slice(from, from + PAGE);
   for (const [key, child] of slice) {
-    details.append(node(child, { ...ctx, key, path: `${ctx.path}/${key}`, depth: ctx.depth + 1 }));
+    close.before(node(child, { ...ctx, key, path: `${ctx.path}/${key}`, depth: ctx.depth + 1 }));
   }
   const rest = entries.length - from - slice.length;
   if (rest > 0) {
-    const more = h("button", { type: "button", class: "more json-line" }, `Show ${Math.min(rest, PAGE)} more of ${rest}`);
+    const more = h(
+      "button",
+      { type: "button", class: "more json-line" },
+      `Show ${Math.min(rest, PAGE)} more of ${rest}`,
+    );
     more.addEventListener("click", () => {
       more.remove();
-      appendChildren(details, entries, ctx, from + PAGE);
+      appendChildren(close, entries, ctx, from + PAGE);
     });
-    details.append(more);
+    close.before(more);
   }
 }

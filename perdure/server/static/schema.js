@@ -22,7 +22,10 @@ export function example(schema, root = schema, depth = 0) {
 const BY_TYPE = {
   object: (schema, root, depth) =>
     Object.fromEntries(
-      Object.entries(schema.properties ?? {}).map(([name, property]) => [name, example(property, root, depth + 1)]),
+      Object.entries(schema.properties ?? {}).map(([name, property]) => [
+        name,
+        example(property, root, depth + 1),
+      ]),
     ),
   array: (schema, root, depth) => (schema.prefixItems ?? []).map((item) => example(item, root, depth + 1)),
   string: (schema) => stringExample(schema),

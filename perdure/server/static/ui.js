@@ -15,10 +15,23 @@ export function toast(message, { error = false } = {}) {
 
 /** A modal dialog: resolves with what `submit` returns, or null when dismissed.
  * submit(form) may throw to keep the dialog open and show the message. */
-export function modal({ title, description, body, confirm = "Save", dismiss = "Cancel", danger = false, wide = false, submit }) {
+export function modal({
+  title,
+  description,
+  body,
+  confirm = "Save",
+  dismiss = "Cancel",
+  danger = false,
+  wide = false,
+  submit,
+}) {
   return new Promise((resolve) => {
     const error = h("div", { class: "form-error", role: "alert" });
-    const confirmButton = h("button", { type: "submit", class: danger ? "danger solid" : "primary" }, confirm);
+    const confirmButton = h(
+      "button",
+      { type: "submit", class: danger ? "danger solid" : "primary" },
+      confirm,
+    );
     const form = h(
       "form",
       { method: "dialog" },

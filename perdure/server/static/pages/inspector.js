@@ -19,7 +19,11 @@ export function inspect(row, ctx) {
       h(
         "div",
         { class: "inspector-title" },
-        h("span", { style: { color: toneColor(row.tone), display: "inline-flex" } }, icon(ICON[row.kind] ?? "step", 15)),
+        h(
+          "span",
+          { style: { color: toneColor(row.tone), display: "inline-flex" } },
+          icon(ICON[row.kind] ?? "step", 15),
+        ),
         h("span", {}, row.label),
       ),
       statusBadge(row.status),
@@ -37,14 +41,21 @@ const BUILDERS = {
 };
 
 function section(name, content, extra) {
-  return h("div", { class: "section" }, h("div", { class: "section-head" }, h("span", {}, name), extra), content);
+  return h(
+    "div",
+    { class: "section" },
+    h("div", { class: "section-head" }, h("span", {}, name), extra),
+    content,
+  );
 }
 
 function props(pairs) {
   return h(
     "dl",
     { class: "props" },
-    pairs.filter(([, value]) => value !== null && value !== undefined && value !== "").map(([name, value]) => [h("dt", {}, name), h("dd", {}, value)]),
+    pairs
+      .filter(([, value]) => value !== null && value !== undefined && value !== "")
+      .map(([name, value]) => [h("dt", {}, name), h("dd", {}, value)]),
   );
 }
 
@@ -60,7 +71,12 @@ export function errorBox(error) {
       h("div", { class: "alert-title" }, h("span", { class: "mono" }, error.type ?? "Error")),
       error.message && h("div", { class: "alert-message" }, error.message),
       error.traceback &&
-        h("details", { class: "traceback" }, h("summary", {}, "Traceback"), h("pre", { class: "block" }, error.traceback)),
+        h(
+          "details",
+          { class: "traceback" },
+          h("summary", {}, "Traceback"),
+          h("pre", { class: "block" }, error.traceback),
+        ),
     ),
   );
 }
@@ -83,7 +99,12 @@ function runSections(row, ctx) {
     (run.status === "completed" || run.output !== null) &&
       section("Output", jsonView(run.output ?? null, { state: ctx.jsonState("output") })),
     section("Payload", jsonView(run.payload ?? null, { state: ctx.jsonState("payload") })),
-    section("Metadata", hasMetadata ? jsonView(run.metadata, { state: ctx.jsonState("metadata") }) : h("div", { class: "muted" }, "None set. Tasks set it with perdure.metadata.set(key, value).")),
+    section(
+      "Metadata",
+      hasMetadata
+        ? jsonView(run.metadata, { state: ctx.jsonState("metadata") })
+        : h("div", { class: "muted" }, "None set. Tasks set it with perdure.metadata.set(key, value)."),
+    ),
     section(
       "Details",
       props([
@@ -96,7 +117,16 @@ function runSections(row, ctx) {
         ["Idempotency key", run.idempotency_key && copyable(run.idempotency_key)],
         ["Parent", runLink(run.parent_id)],
         ["Root", run.root_id !== run.id ? runLink(run.root_id) : null],
-        ["Tags", run.tags?.length ? h("div", { class: "chips" }, run.tags.map((t) => h("span", { class: "chip" }, t))) : null],
+        [
+          "Tags",
+          run.tags?.length
+            ? h(
+                "div",
+                { class: "chips" },
+                run.tags.map((t) => h("span", { class: "chip" }, t)),
+              )
+            : null,
+        ],
         ["Created", when(run.created_at)],
         ["Started", when(run.started_at)],
         ["Finished", when(run.finished_at)],
@@ -116,8 +146,20 @@ function attemptSections(row) {
         ["Started", when(attempt.started_at)],
         ["Ended", attempt.finished_at ? when(attempt.finished_at) : row.live ? "still going" : null],
         ["Duration", elapsed(attempt.started_at, attempt.finished_at)],
-        ["Workers", attempt.worker_ids.length ? h("div", {}, attempt.worker_ids.map((w) => h("div", { class: "mono" }, w))) : null],
-        ["Takeovers", attempt.takeovers ? `${attempt.takeovers} (a worker died or went silent; another took over)` : null],
+        [
+          "Workers",
+          attempt.worker_ids.length
+            ? h(
+                "div",
+                {},
+                attempt.worker_ids.map((w) => h("div", { class: "mono" }, w)),
+              )
+            : null,
+        ],
+        [
+          "Takeovers",
+          attempt.takeovers ? `${attempt.takeovers} (a worker died or went silent; another took over)` : null,
+        ],
       ]),
     ),
     section("Transitions", transitions(row.events)),
@@ -145,7 +187,17 @@ function transitions(events) {
 function timing(row) {
   const e = row.entry;
   return [
-    ["Position", h("span", { class: "mono" }, `[${e.key.slice(0, 2).map((k) => JSON.stringify(k)).join(", ")}]`)],
+    [
+      "Position",
+      h(
+        "span",
+        { class: "mono" },
+        `[${e.key
+          .slice(0, 2)
+          .map((k) => JSON.stringify(k))
+          .join(", ")}]`,
+      ),
+    ],
     ["Started", when(e.started_at)],
     ["Finished", when(e.finished_at)],
     ["Duration", e.finished_at ? duration(toMs(e.finished_at) - toMs(e.started_at)) : null],
@@ -158,9 +210,22 @@ function entrySections(row, ctx) {
   const e = row.entry;
   return [
     e.error && section("Error", errorBox(e.error)),
-    e.kind === "step" && e.result !== null && e.result !== undefined && section("Result", jsonView(e.result, { state: ctx.jsonState(`${row.id}:result`) })),
-    e.kind !== "step" && e.result !== null && e.result !== undefined && section("Recorded", jsonView(e.result, { state: ctx.jsonState(`${row.id}:result`) })),
-    section("Operation", props([["Kind", e.kind], ["Tries", e.kind === "step" ? String(e.attempts ?? 1) : null], ...timing(row)])),
+    e.kind === "step" &&
+      e.result !== null &&
+      e.result !== undefined &&
+      section("Result", jsonView(e.result, { state: ctx.jsonState(`${row.id}:result`) })),
+    e.kind !== "step" &&
+      e.result !== null &&
+      e.result !== undefined &&
+      section("Recorded", jsonView(e.result, { state: ctx.jsonState(`${row.id}:result`) })),
+    section(
+      "Operation",
+      props([
+        ["Kind", e.kind],
+        ["Tries", e.kind === "step" ? String(e.attempts ?? 1) : null],
+        ...timing(row),
+      ]),
+    ),
     stepLogs(row, ctx),
     replayHere(row, ctx),
   ];
@@ -172,7 +237,11 @@ function stepLogs(row, ctx) {
   if (!lines.length) return null;
   return section(
     "Logs at this position",
-    h("div", { class: "mono", style: { display: "grid", gap: "3px" } }, lines.map((line) => h("div", {}, h("span", { class: "muted" }, `${line.level}  `), line.message))),
+    h(
+      "div",
+      { class: "mono", style: { display: "grid", gap: "3px" } },
+      lines.map((line) => h("div", {}, h("span", { class: "muted" }, `${line.level}  `), line.message)),
+    ),
   );
 }
 
@@ -182,18 +251,40 @@ function replayHere(row, ctx) {
     h(
       "div",
       { style: { display: "grid", gap: "8px" } },
-      h("div", { class: "muted" }, `Start a new run that keeps what was recorded before ${keyText(row.entry.key)} and runs the rest again.`),
-      h("div", {}, h("button", { type: "button", class: "small", onclick: () => ctx.replayFrom(row.entry.key) }, icon("replay", 13), "Replay from here")),
+      h(
+        "div",
+        { class: "muted" },
+        `Start a new run that keeps what was recorded before ${keyText(row.entry.key)} and runs the rest again.`,
+      ),
+      h(
+        "div",
+        {},
+        h(
+          "button",
+          { type: "button", class: "small", onclick: () => ctx.replayFrom(row.entry.key) },
+          icon("replay", 13),
+          "Replay from here",
+        ),
+      ),
     ),
   );
 }
 
 function childSections(row, ctx) {
   const child = row.child ?? {};
-  const open = row.childId && h("a", { class: "button", href: `/runs/${row.childId}`, "data-link": true }, icon("open", 14), "Open child run");
+  const open =
+    row.childId &&
+    h(
+      "a",
+      { class: "button", href: `/runs/${row.childId}`, "data-link": true },
+      icon("open", 14),
+      "Open child run",
+    );
   return [
     child.error && section("Error", errorBox(child.error)),
-    child.output !== undefined && child.output !== null && section("Output", jsonView(child.output, { state: ctx.jsonState(`${row.id}:output`) })),
+    child.output !== undefined &&
+      child.output !== null &&
+      section("Output", jsonView(child.output, { state: ctx.jsonState(`${row.id}:output`) })),
     section(
       "Child run",
       props([
@@ -213,7 +304,9 @@ function tokenSections(row, ctx) {
   const token = ctx.tokens.find((t) => t.id === row.tokenId);
   return [
     row.entry.error && section("Error", errorBox(row.entry.error)),
-    token?.data !== undefined && token?.data !== null && section("Data", jsonView(token.data, { state: ctx.jsonState(`${row.id}:data`) })),
+    token?.data !== undefined &&
+      token?.data !== null &&
+      section("Data", jsonView(token.data, { state: ctx.jsonState(`${row.id}:data`) })),
     section(
       "Token",
       props([
@@ -231,7 +324,11 @@ function tokenSections(row, ctx) {
 }
 
 function completeForm(tokenId, ctx) {
-  const data = h("textarea", { class: "code", rows: 4, style: { minHeight: "90px" }, "aria-label": "Token data" }, "{}");
+  const data = h(
+    "textarea",
+    { class: "code", rows: 4, style: { minHeight: "90px" }, "aria-label": "Token data" },
+    "{}",
+  );
   const error = h("div", { class: "form-error" });
   const button = h("button", { type: "button", class: "primary small" }, icon("check", 13), "Complete token");
   button.addEventListener("click", async () => {
@@ -247,6 +344,13 @@ function completeForm(tokenId, ctx) {
   });
   return section(
     "Complete",
-    h("div", { style: { display: "grid", gap: "8px" } }, h("div", { class: "muted" }, "The run goes on with this JSON as the token's data."), data, error, h("div", {}, button)),
+    h(
+      "div",
+      { style: { display: "grid", gap: "8px" } },
+      h("div", { class: "muted" }, "The run goes on with this JSON as the token's data."),
+      data,
+      error,
+      h("div", {}, button),
+    ),
   );
 }

@@ -11,7 +11,17 @@ export function replayDialog(trace, position) {
   const run = trace.run;
   const original = JSON.stringify(run.payload ?? null, null, 2);
   const lines = original.split("\n").length;
-  const payload = h("textarea", { class: "code", name: "payload", spellcheck: "false", "aria-label": "Payload", style: { minHeight: `${Math.min(16, Math.max(4, lines + 1)) * 1.6 + 1.5}em` } }, original);
+  const payload = h(
+    "textarea",
+    {
+      class: "code",
+      name: "payload",
+      spellcheck: "false",
+      "aria-label": "Payload",
+      style: { minHeight: `${Math.min(16, Math.max(4, lines + 1)) * 1.6 + 1.5}em` },
+    },
+    original,
+  );
   const from = positionSelect(trace.entries ?? [], position);
   return modal({
     title: position ? "Fork this run" : "Replay this run",
@@ -20,7 +30,17 @@ export function replayDialog(trace, position) {
     confirm: position ? "Fork" : "Replay",
     body: [
       h("label", { class: "field" }, "Payload", payload),
-      h("label", { class: "field" }, h("span", {}, "Start from ", h("span", { class: "field-hint" }, "· the operations before it are copied, not run again")), from),
+      h(
+        "label",
+        { class: "field" },
+        h(
+          "span",
+          {},
+          "Start from ",
+          h("span", { class: "field-hint" }, "· the operations before it are copied, not run again"),
+        ),
+        from,
+      ),
     ],
     submit: () => api.replay(run.id, replayBody(payload.value, original, from.value)),
   });
@@ -51,7 +71,11 @@ function positionSelect(entries, position) {
     operations.map((e, i) => {
       const value = JSON.stringify(e.key.slice(0, 2));
       const kept = i ? ` (keeps ${i} before it)` : "";
-      return h("option", { value, selected: value === chosen }, `${keyText(e.key)}  ${e.kind} ${e.name}${kept}`);
+      return h(
+        "option",
+        { value, selected: value === chosen },
+        `${keyText(e.key)}  ${e.kind} ${e.name}${kept}`,
+      );
     }),
   );
 }

@@ -3,7 +3,17 @@
 
 import { api } from "../api.js";
 import { copyable, emptyState, errorState, fill, h, icon } from "../dom.js";
-import { clock, duration, elapsed, plural, RETRYABLE, statusBadge, TERMINAL, timeAgo, toMs } from "../format.js";
+import {
+  clock,
+  duration,
+  elapsed,
+  plural,
+  RETRYABLE,
+  statusBadge,
+  TERMINAL,
+  timeAgo,
+  toMs,
+} from "../format.js";
 import { confirmAction, toast } from "../ui.js";
 import { errorBox, inspect } from "./inspector.js";
 import { replayDialog } from "./replay.js";
@@ -36,10 +46,17 @@ class RunPage {
 
   start() {
     document.title = `${this.id} · perdure`;
-    fill(this.main, h("div", { class: "page-head" }, h("div", {}, h("span", { class: "skeleton", style: { width: "240px", height: "20px" } }))));
+    fill(
+      this.main,
+      h(
+        "div",
+        { class: "page-head" },
+        h("div", {}, h("span", { class: "skeleton", style: { width: "240px", height: "20px" } })),
+      ),
+    );
     // The stream first sends the whole trace, then `ready`, then each change: fetch the
     // trace at `ready` and after each change (coalesced), rather than patch it piecewise.
-    this.page.subscribe(
+    this.closeStream = this.page.subscribe(
       { run_id: this.id },
       {
         onOpen: () => (this.ready = false),
@@ -88,6 +105,7 @@ class RunPage {
 
   showError(error) {
     const notFound = error.status === 404;
+    if (notFound) this.closeStream?.();
     fill(
       this.main,
       notFound
@@ -137,7 +155,13 @@ class RunPage {
       h(
         "div",
         {},
-        h("div", { class: "crumbs" }, h("a", { href: "/runs", "data-link": true }, "Runs"), icon("chevron", 12), copyable(run.id)),
+        h(
+          "div",
+          { class: "crumbs" },
+          h("a", { href: "/runs", "data-link": true }, "Runs"),
+          icon("chevron", 12),
+          copyable(run.id),
+        ),
         h("div", { class: "run-title" }, h("h1", {}, run.task_id), statusBadge(run.status, { large: true })),
       ),
       h("div", { class: "actions" }, this.actions(run)),
@@ -145,9 +169,19 @@ class RunPage {
   }
 
   actions(run) {
-    const cancel = h("button", { type: "button", class: "danger", "data-action": "cancel" }, icon("cancel", 14), "Cancel");
+    const cancel = h(
+      "button",
+      { type: "button", class: "danger", "data-action": "cancel" },
+      icon("cancel", 14),
+      "Cancel",
+    );
     const retry = h("button", { type: "button", "data-action": "retry" }, icon("retry", 14), "Retry");
-    const replay = h("button", { type: "button", class: "primary", "data-action": "replay" }, icon("replay", 14), "Replay");
+    const replay = h(
+      "button",
+      { type: "button", class: "primary", "data-action": "replay" },
+      icon("replay", 14),
+      "Replay",
+    );
     cancel.addEventListener("click", () => this.cancel());
     retry.addEventListener("click", () => this.retry(retry));
     replay.addEventListener("click", () => this.replay(null));
@@ -162,11 +196,22 @@ class RunPage {
       this.facts,
       fact("Created", timeAgo(run.created_at)),
       fact("Duration", elapsed(run.started_at, run.finished_at)),
-      fact("Attempts", `${run.attempts || 0}${run.recoveries ? ` · ${plural(run.recoveries, "recovery", "recoveries")}` : ""}`),
-      fact("Steps", steps.length ? `${steps.filter((s) => s.status === "completed").length} of ${steps.length} done` : "none yet"),
+      fact(
+        "Attempts",
+        `${run.attempts || 0}${run.recoveries ? ` · ${plural(run.recoveries, "recovery", "recoveries")}` : ""}`,
+      ),
+      fact(
+        "Steps",
+        steps.length
+          ? `${steps.filter((s) => s.status === "completed").length} of ${steps.length} done`
+          : "none yet",
+      ),
       fact("Queue", run.queue ?? "–"),
       run.parent_id
-        ? fact("Parent", h("a", { href: `/runs/${run.parent_id}`, "data-link": true, class: "mono" }, run.parent_id))
+        ? fact(
+            "Parent",
+            h("a", { href: `/runs/${run.parent_id}`, "data-link": true, class: "mono" }, run.parent_id),
+          )
         : fact("Tags", run.tags?.length ? run.tags.join(", ") : "–"),
     );
   }
@@ -182,7 +227,13 @@ class RunPage {
     const row = this.waterfall.rows.find((r) => r.id === this.waterfall.selected);
     if (!row) return;
     const data = row.kind === "run" ? this.trace.run : [row.entry, row.child, row.attempt, row.events];
-    const signature = JSON.stringify([row.id, row.status, data, this.trace.tokens, row.kind === "run" ? null : this.trace.logs?.length]);
+    const signature = JSON.stringify([
+      row.id,
+      row.status,
+      data,
+      this.trace.tokens,
+      row.kind === "run" ? null : this.trace.logs?.length,
+    ]);
     if (signature === this.inspected) return;
     this.inspected = signature;
     fill(this.inspector, inspect(row, this.inspectorContext()));
@@ -209,13 +260,23 @@ class RunPage {
   renderLogs() {
     const logs = this.trace.logs ?? [];
     const start = toMs(this.trace.run.started_at) ?? toMs(this.trace.run.created_at);
-    const list = h("div", { class: "logs", role: "log" }, logs.map((line) => this.logLine(line, start)));
+    const list = h(
+      "div",
+      { class: "logs", role: "log" },
+      logs.map((line) => this.logLine(line, start)),
+    );
     const old = this.logs.querySelector(".logs");
     const atBottom = !old || old.scrollTop + old.clientHeight >= old.scrollHeight - 4;
     fill(
       this.logs,
-      h("div", { class: "card-head" }, h("h2", {}, icon("logs", 15), "Logs", h("span", { class: "count" }, logs.length || ""))),
-      logs.length ? list : h("div", { class: "empty small muted" }, "No logs yet. Tasks log with perdure.logger."),
+      h(
+        "div",
+        { class: "card-head" },
+        h("h2", {}, icon("logs", 15), "Logs", h("span", { class: "count" }, logs.length || "")),
+      ),
+      logs.length
+        ? list
+        : h("div", { class: "empty small muted" }, "No logs yet. Tasks log with perdure.logger."),
     );
     if (atBottom) list.scrollTop = list.scrollHeight;
     else list.scrollTop = old.scrollTop;
@@ -228,8 +289,14 @@ class RunPage {
     // logged in, or the one just before it.
     const step =
       entry &&
-      h("button", { type: "button", class: "log-step", title: "Logged in or just after this operation: show it" }, `${keyText(entry.key)} ${entry.name}`);
-    step?.addEventListener("click", () => this.waterfall.select(`entry:${entry.key.join(":")}`, { focus: true }));
+      h(
+        "button",
+        { type: "button", class: "log-step", title: "Logged in or just after this operation: show it" },
+        `${keyText(entry.key)} ${entry.name}`,
+      );
+    step?.addEventListener("click", () =>
+      this.waterfall.select(`entry:${entry.key.join(":")}`, { focus: true }),
+    );
     return h(
       "div",
       { class: "log" },

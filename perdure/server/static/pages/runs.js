@@ -5,6 +5,7 @@ import { api, subscribe } from "../api.js";
 import { emptyState, errorState, fill, h, icon } from "../dom.js";
 import { elapsed, RUN_STATUSES, statusBadge, statusInfo, timeAgo, toMs } from "../format.js";
 
+const PAGE_SIZES = [25, 50, 100];
 const PAGE_SIZE = 50;
 const SINCE = [
   ["", "Any time"],
@@ -21,6 +22,7 @@ function readFilters(search) {
     task: search.get("task") ?? "",
     tag: search.get("tag") ?? "",
     since: search.get("since") ?? "",
+    limit: Math.min(200, Math.max(1, Number(search.get("limit")) || PAGE_SIZE)),
   };
 }
 
@@ -28,6 +30,7 @@ function writeFilters(filters) {
   const search = new URLSearchParams();
   if (filters.status.length) search.set("status", filters.status.join(","));
   for (const name of ["task", "tag", "since"]) if (filters[name]) search.set(name, filters[name]);
+  if (filters.limit !== PAGE_SIZE) search.set("limit", filters.limit);
   const text = search.toString();
   history.replaceState({}, "", `/runs${text ? `?${text}` : ""}`);
 }
@@ -47,7 +50,7 @@ function apiFilters(filters) {
  * left a filtered status, and a new run is always recent. Statuses are matched here. */
 function streamFilters(filters) {
   const { task_id, tag } = apiFilters(filters);
-  return { task_id, tag, limit: PAGE_SIZE };
+  return { task_id, tag, limit: filters.limit };
 }
 
 function matches(run, filters) {
@@ -100,7 +103,10 @@ class RunsPage {
     keyboard(this.page, this.tbody, this.navigate);
     this.renderToolbar();
     this.reload();
-    api.tasks().then((tasks) => this.showTasks(tasks), () => {});
+    api.tasks().then(
+      (tasks) => this.showTasks(tasks),
+      () => {},
+    );
   }
 
   showTasks(tasks) {
@@ -109,7 +115,10 @@ class RunsPage {
   }
 
   renderToolbar() {
-    fill(this.toolbar, filterControls(this.filters, this.tasks, this.page, () => this.reload()));
+    fill(
+      this.toolbar,
+      filterControls(this.filters, this.tasks, this.page, () => this.reload()),
+    );
   }
 
   reload() {
@@ -124,7 +133,7 @@ class RunsPage {
     const mine = ++this.loads;
     if (!this.loaded) fill(this.tbody, skeletonRows());
     try {
-      const filters = { ...apiFilters(this.filters), limit: PAGE_SIZE, cursor: this.cursor ?? undefined };
+      const filters = { ...apiFilters(this.filters), limit: this.filters.limit, cursor: this.cursor ?? undefined };
       const answer = await api.runs(filters);
       if (!this.page.alive || mine !== this.loads) return;
       this.loaded = true;
@@ -144,7 +153,11 @@ class RunsPage {
   }
 
   row(run, fresh = false) {
-    const tr = h("tr", { class: ["clickable", fresh && "fresh"], "data-run-id": run.id, "data-created": toMs(run.created_at) });
+    const tr = h("tr", {
+      class: ["clickable", fresh && "fresh"],
+      "data-run-id": run.id,
+      "data-created": toMs(run.created_at),
+    });
     tr.addEventListener("click", (event) => {
       if (!event.target.closest("a")) this.navigate(`/runs/${run.id}`);
     });
@@ -169,8 +182,22 @@ class RunsPage {
     fill(
       this.pager,
       h("span", { class: "num" }, count ? `Page ${number} · ${count} run${count === 1 ? "" : "s"}` : ""),
-      h("div", { class: "actions" }, newer, older),
+      h("div", { class: "actions" }, this.pageSize(), newer, older),
     );
+  }
+
+  pageSize() {
+    const sizes = [...new Set([...PAGE_SIZES, this.filters.limit])].sort((a, b) => a - b);
+    const select = h(
+      "select",
+      { class: "small", "aria-label": "Runs per page" },
+      sizes.map((n) => h("option", { value: n, selected: n === this.filters.limit }, `${n} per page`)),
+    );
+    select.addEventListener("change", () => {
+      this.filters.limit = Number(select.value);
+      this.reload();
+    });
+    return select;
   }
 
   /** One stream for the current filters; a change of filters opens a new one. */
@@ -239,18 +266,39 @@ function fillRow(tr, run) {
     tr,
     h("td", { style: { width: "150px" } }, statusBadge(run.status)),
     h("td", { class: "run-id-cell" }, h("a", { href: `/runs/${run.id}`, "data-link": true }, run.id)),
-    h("td", { class: "task-cell" }, run.task_id),
-    h("td", {}, h("div", { class: "chips" }, (run.tags ?? []).slice(0, 4).map((tag) => h("span", { class: "chip" }, tag)))),
+    h(
+      "td",
+      { class: "task-cell" },
+      run.task_id,
+      run.parent_id && h("span", { class: "pill child-pill", title: `Started by ${run.parent_id}` }, "child"),
+    ),
+    h(
+      "td",
+      {},
+      h(
+        "div",
+        { class: "chips" },
+        (run.tags ?? []).slice(0, 4).map((tag) => h("span", { class: "chip" }, tag)),
+      ),
+    ),
     h("td", { class: "muted" }, timeAgo(run.created_at)),
     h("td", { class: "right muted" }, elapsed(run.started_at, run.finished_at)),
-    h("td", { class: "right num muted" }, run.attempts > 1 ? h("span", { class: "pill warn" }, `#${run.attempts}`) : run.attempts || "–"),
+    h(
+      "td",
+      { class: "right num muted" },
+      run.attempts > 1 ? h("span", { class: "pill warn" }, `#${run.attempts}`) : run.attempts || "–",
+    ),
   );
 }
 
 function skeletonRows() {
   const widths = [70, 190, 110, 60, 60, 40, 20];
   return Array.from({ length: 6 }, () =>
-    h("tr", {}, widths.map((w) => h("td", {}, h("span", { class: "skeleton", style: { width: `${w}px` } })))),
+    h(
+      "tr",
+      {},
+      widths.map((w) => h("td", {}, h("span", { class: "skeleton", style: { width: `${w}px` } }))),
+    ),
   );
 }
 
@@ -318,7 +366,10 @@ function statusMenu(filters, page, changed) {
   const label = h("span");
   const showLabel = () => {
     const count = filters.status.length;
-    fill(label, count === 1 ? statusInfo(filters.status[0]).label : count ? h("span", { class: "pill" }, count) : "");
+    fill(
+      label,
+      count === 1 ? statusInfo(filters.status[0]).label : count ? h("span", { class: "pill" }, count) : "",
+    );
   };
   const boxes = RUN_STATUSES.map((status) => {
     const box = h("input", { type: "checkbox", value: status, checked: filters.status.includes(status) });
@@ -333,7 +384,11 @@ function statusMenu(filters, page, changed) {
     "details",
     { class: "menu" },
     h("summary", { class: "button", "aria-label": "Filter by status" }, icon("filter", 13), "Status", label),
-    h("div", { class: "menu-panel" }, boxes.map((box) => h("label", {}, box, statusBadge(box.value)))),
+    h(
+      "div",
+      { class: "menu-panel" },
+      boxes.map((box) => h("label", {}, box, statusBadge(box.value))),
+    ),
   );
   menu.reset = () => {
     for (const box of boxes) box.checked = false;
@@ -355,7 +410,12 @@ function statusMenu(filters, page, changed) {
 }
 
 function tagInput(filters, changed) {
-  const input = h("input", { type: "search", placeholder: "Filter by tag", value: filters.tag, "aria-label": "Tag" });
+  const input = h("input", {
+    type: "search",
+    placeholder: "Filter by tag",
+    value: filters.tag,
+    "aria-label": "Tag",
+  });
   let timer = null;
   input.addEventListener("input", () => {
     clearTimeout(timer);

@@ -10,7 +10,19 @@ const IS_MAC = /Mac|iPhone|iPad/.test(navigator.platform);
 
 export function render({ main, search, page, navigate }) {
   document.title = "Test · perdure";
-  fill(main, pageHead(), h("div", { class: "test-layout" }, h("div", { class: "card" }, h("div", { class: "empty small" }, h("span", { class: "skeleton", style: { width: "120px" } })))));
+  fill(
+    main,
+    pageHead(),
+    h(
+      "div",
+      { class: "test-layout" },
+      h(
+        "div",
+        { class: "card" },
+        h("div", { class: "empty small" }, h("span", { class: "skeleton", style: { width: "120px" } })),
+      ),
+    ),
+  );
   api.tasks().then(
     (tasks) => {
       announce("live");
@@ -21,7 +33,11 @@ export function render({ main, search, page, navigate }) {
 }
 
 function pageHead() {
-  return h("div", { class: "page-head" }, h("div", {}, h("h1", {}, "Test"), h("p", {}, "Trigger any task with a JSON payload and follow its run.")));
+  return h(
+    "div",
+    { class: "page-head" },
+    h("div", {}, h("h1", {}, "Test"), h("p", {}, "Trigger any task with a JSON payload and follow its run.")),
+  );
 }
 
 function schemaOf(task) {
@@ -30,13 +46,33 @@ function schemaOf(task) {
 
 function show(main, tasks, wanted, navigate) {
   if (!tasks.length) {
-    fill(main, pageHead(), h("div", { class: "card" }, emptyState({ title: "No tasks", body: "The app this server runs registers no tasks. Start it with perdure dev module:app." })));
+    fill(
+      main,
+      pageHead(),
+      h(
+        "div",
+        { class: "card" },
+        emptyState({
+          title: "No tasks",
+          body: "The app this server runs registers no tasks. Start it with perdure dev module:app.",
+        }),
+      ),
+    );
     return;
   }
   const sorted = [...tasks].sort((a, b) => a.id.localeCompare(b.id));
   const task = sorted.find((t) => t.id === wanted) ?? sorted[0];
   if (task.id !== wanted) history.replaceState({}, "", `/test?task=${encodeURIComponent(task.id)}`);
-  fill(main, pageHead(), h("div", { class: "test-layout" }, taskList(sorted, task), h("div", { style: { display: "grid", gap: "16px" } }, triggerForm(task, navigate), recentRuns(task))));
+  fill(
+    main,
+    pageHead(),
+    h(
+      "div",
+      { class: "test-layout" },
+      taskList(sorted, task),
+      h("div", { style: { display: "grid", gap: "16px" } }, triggerForm(task, navigate), recentRuns(task)),
+    ),
+  );
 }
 
 function taskList(tasks, current) {
@@ -46,9 +82,19 @@ function taskList(tasks, current) {
     tasks.map((task) =>
       h(
         "a",
-        { href: `/test?task=${encodeURIComponent(task.id)}`, "data-link": true, "aria-current": task.id === current.id ? "true" : null },
+        {
+          href: `/test?task=${encodeURIComponent(task.id)}`,
+          "data-link": true,
+          "aria-current": task.id === current.id ? "true" : null,
+        },
         h("span", { class: "task-id" }, task.id),
-        h("span", { class: "task-sub" }, task.queue && task.queue !== task.id ? `queue ${task.queue}` : signature(schemaOf(task)) || "no payload"),
+        h(
+          "span",
+          { class: "task-sub" },
+          task.queue && task.queue !== task.id
+            ? `queue ${task.queue}`
+            : signature(schemaOf(task)) || "no payload",
+        ),
       ),
     ),
   );
@@ -60,12 +106,26 @@ function draftKey(task) {
 
 function triggerForm(task, navigate) {
   const schema = schemaOf(task);
-  const initial = JSON.stringify(("payload_example" in task ? task.payload_example : example(schema)) ?? null, null, 2);
-  const editor = h("textarea", { class: "code", spellcheck: "false", "aria-label": "Payload", name: "payload" }, sessionStorage.getItem(draftKey(task)) ?? initial);
+  const initial = JSON.stringify(
+    ("payload_example" in task ? task.payload_example : example(schema)) ?? null,
+    null,
+    2,
+  );
+  const editor = h(
+    "textarea",
+    { class: "code", spellcheck: "false", "aria-label": "Payload", name: "payload" },
+    sessionStorage.getItem(draftKey(task)) ?? initial,
+  );
   const status = h("div", { class: "editor-status", "aria-live": "polite" });
   const error = h("div", { class: "form-error", role: "alert" });
   const options = optionFields();
-  const submit = h("button", { type: "submit", class: "primary" }, icon("test", 13), "Trigger", h("kbd", {}, IS_MAC ? "⌘↵" : "Ctrl ↵"));
+  const submit = h(
+    "button",
+    { type: "submit", class: "primary" },
+    icon("test", 13),
+    "Trigger",
+    h("kbd", {}, IS_MAC ? "⌘↵" : "Ctrl ↵"),
+  );
   const reset = h("button", { type: "button", class: "ghost small" }, "Reset to example");
 
   const check = () => validate(editor, status);
@@ -82,8 +142,19 @@ function triggerForm(task, navigate) {
   const form = h(
     "form",
     { class: "card", "data-task": task.id },
-    h("div", { class: "card-head" }, h("h2", {}, task.id), h("span", { class: "muted mono" }, signature(schema))),
-    h("div", { class: "card-body" }, h("label", { class: "field" }, "Payload", editor), h("div", { style: { display: "flex", justifyContent: "space-between" } }, status, reset), options.element),
+    h(
+      "div",
+      { class: "card-head" },
+      h("h2", {}, task.id),
+      h("span", { class: "muted mono" }, signature(schema)),
+    ),
+    h(
+      "div",
+      { class: "card-body" },
+      h("label", { class: "field" }, "Payload", editor),
+      h("div", { style: { display: "flex", justifyContent: "space-between" } }, status, reset),
+      options.element,
+    ),
     h("div", { class: "form-foot" }, error, submit),
   );
   form.addEventListener("submit", async (event) => {
@@ -141,7 +212,14 @@ const OPTIONS = [
 
 function optionFields() {
   const inputs = Object.fromEntries(
-    OPTIONS.map(([name]) => [name, h("input", { name, type: ["delay", "ttl", "priority"].includes(name) ? "number" : "text", step: "any" })]),
+    OPTIONS.map(([name]) => [
+      name,
+      h("input", {
+        name,
+        type: ["delay", "ttl", "priority"].includes(name) ? "number" : "text",
+        step: "any",
+      }),
+    ]),
   );
   const element = h(
     "details",
@@ -150,7 +228,14 @@ function optionFields() {
     h(
       "div",
       { class: "options-grid" },
-      OPTIONS.map(([name, label, hint]) => h("label", { class: "field" }, h("span", {}, label, hint && h("span", { class: "field-hint" }, ` · ${hint}`)), inputs[name])),
+      OPTIONS.map(([name, label, hint]) =>
+        h(
+          "label",
+          { class: "field" },
+          h("span", {}, label, hint && h("span", { class: "field-hint" }, ` · ${hint}`)),
+          inputs[name],
+        ),
+      ),
     ),
   );
   const values = () => {
@@ -158,7 +243,11 @@ function optionFields() {
     for (const [name, input] of Object.entries(inputs)) {
       const text = input.value.trim();
       if (!text) continue;
-      if (name === "tags") options.tags = text.split(",").map((t) => t.trim()).filter(Boolean);
+      if (name === "tags")
+        options.tags = text
+          .split(",")
+          .map((t) => t.trim())
+          .filter(Boolean);
       else if (input.type === "number") options[name] = Number(text);
       else options[name] = text;
     }
@@ -168,12 +257,35 @@ function optionFields() {
 }
 
 function recentRuns(task) {
-  const body = h("div", {}, h("div", { class: "empty small" }, h("span", { class: "skeleton", style: { width: "160px" } })));
+  const body = h(
+    "div",
+    {},
+    h("div", { class: "empty small" }, h("span", { class: "skeleton", style: { width: "160px" } })),
+  );
   api.runs({ task_id: task.id, limit: 5 }).then(
     (answer) => fill(body, runTable(answer.data ?? [])),
     () => fill(body, h("div", { class: "empty small muted" }, "Could not load recent runs.")),
   );
-  return h("div", { class: "card" }, h("div", { class: "card-head" }, h("h2", {}, "Recent runs"), h("a", { class: "muted", href: `/runs?task=${encodeURIComponent(task.id)}`, "data-link": true, style: { fontSize: "12.5px" } }, "View all")), body);
+  return h(
+    "div",
+    { class: "card" },
+    h(
+      "div",
+      { class: "card-head" },
+      h("h2", {}, "Recent runs"),
+      h(
+        "a",
+        {
+          class: "muted",
+          href: `/runs?task=${encodeURIComponent(task.id)}`,
+          "data-link": true,
+          style: { fontSize: "12.5px" },
+        },
+        "View all",
+      ),
+    ),
+    body,
+  );
 }
 
 function runTable(runs) {

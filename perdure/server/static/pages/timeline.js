@@ -27,7 +27,7 @@ export function rows(trace, now) {
 
 function runRow(run, events, now, live) {
   const start = toMs(run.created_at);
-  const end = toMs(run.finished_at) ?? (live ? now : toMs(events.at(-1)?.at) ?? start);
+  const end = toMs(run.finished_at) ?? (live ? now : (toMs(events.at(-1)?.at) ?? start));
   return {
     id: "run",
     kind: "run",
@@ -103,7 +103,11 @@ function branchDepth(key) {
 }
 
 const KINDS = {
-  step: (e) => ({ label: e.name, tone: { completed: "accent", failed: "red", retrying: "orange" }[e.status] ?? "blue", tries: e.attempts || 1 }),
+  step: (e) => ({
+    label: e.name,
+    tone: { completed: "accent", failed: "red", retrying: "orange" }[e.status] ?? "blue",
+    tries: e.attempts || 1,
+  }),
   sleep: () => ({ label: "sleep", tone: "violet" }),
   token: () => ({ label: "create token", tone: "amber", marker: true }),
   wait: () => ({ label: "wait for token", tone: "amber" }),
@@ -121,7 +125,9 @@ function entryRows(entry, until, runLive, children, now) {
   const status = entryStatus(entry, now);
   const pending = (status === "pending" || status === "retrying") && runLive;
   const start = toMs(entry.started_at);
-  const finished = toMs(entry.finished_at) ?? (entry.kind === "sleep" && status === "completed" ? toMs(entry.wake_at) : null);
+  const finished =
+    toMs(entry.finished_at) ??
+    (entry.kind === "sleep" && status === "completed" ? toMs(entry.wake_at) : null);
   const row = {
     id: `entry:${entry.key.join(":")}`,
     kind: entry.kind,
@@ -137,10 +143,24 @@ function entryRows(entry, until, runLive, children, now) {
     tokenId: entry.token_id,
     ...(KINDS[entry.kind] ?? KINDS.step)(entry),
   };
-  const started = (entry.child_run_ids ?? []).map((id) => children.get(id) ?? { id, task_id: entry.name, status: "queued" });
+  const started = (entry.child_run_ids ?? []).map(
+    (id) => children.get(id) ?? { id, task_id: entry.name, status: "queued" },
+  );
   if (entry.kind === "child" && started.length) return [{ ...row, ...childFields(started[0], row, now) }];
   if (entry.kind !== "batch") return [row];
-  return [row, ...started.map((child, i) => ({ ...row, ...childFields(child, row, now), id: `child:${child.id}`, kind: "child", depth: row.depth + 1, label: `${child.task_id} #${i + 1}`, key: null, entry: null }))];
+  return [
+    row,
+    ...started.map((child, i) => ({
+      ...row,
+      ...childFields(child, row, now),
+      id: `child:${child.id}`,
+      kind: "child",
+      depth: row.depth + 1,
+      label: `${child.task_id} #${i + 1}`,
+      key: null,
+      entry: null,
+    })),
+  ];
 }
 
 /** A child run shown on its parent's timeline: its own status, and its bar from when the
@@ -168,6 +188,9 @@ export function window(rowList) {
 
 /** Tick spacing (ms) that gives at most about `count` ticks over `span` ms. */
 export function tickStep(span, count = 6) {
-  const steps = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1e3, 2e3, 5e3, 10e3, 15e3, 30e3, 60e3, 120e3, 300e3, 600e3, 900e3, 1800e3, 3600e3, 7200e3, 21600e3, 43200e3, 86400e3];
+  const steps = [
+    1, 2, 5, 10, 20, 50, 100, 200, 500, 1e3, 2e3, 5e3, 10e3, 15e3, 30e3, 60e3, 120e3, 300e3, 600e3, 900e3,
+    1800e3, 3600e3, 7200e3, 21600e3, 43200e3, 86400e3,
+  ];
   return steps.find((step) => span / step <= count) ?? 86400e3 * Math.ceil(span / 86400e3 / count);
 }

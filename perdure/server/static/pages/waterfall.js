@@ -6,7 +6,16 @@ import { fill, h, icon } from "../dom.js";
 import { duration, statusInfo } from "../format.js";
 import { keyText, tickStep, window } from "./timeline.js";
 
-export const ICON = { run: "run", attempt: "attempt", step: "step", sleep: "sleep", token: "token", wait: "wait", child: "child", batch: "batch" };
+export const ICON = {
+  run: "run",
+  attempt: "attempt",
+  step: "step",
+  sleep: "sleep",
+  token: "token",
+  wait: "wait",
+  child: "child",
+  batch: "batch",
+};
 
 export class Waterfall {
   /** onSelect(row) when the selection changes; onOpen(row) for Enter on a child run. */
@@ -36,7 +45,10 @@ export class Waterfall {
       return;
     }
     const focused = this.list.contains(document.activeElement);
-    fill(this.list, rows.map((row) => this.row(row, start, span)));
+    fill(
+      this.list,
+      rows.map((row) => this.row(row, start, span)),
+    );
     if (focused) this.list.querySelector('[aria-selected="true"]')?.focus();
   }
 
@@ -49,9 +61,15 @@ export class Waterfall {
   renderAxis(span, step) {
     const ticks = [];
     for (let t = 0; t <= span; t += step) {
-      ticks.push(h("span", { class: "wf-tick", style: { left: `${(t / span) * 100}%` } }, t ? duration(t) : "0"));
+      ticks.push(
+        h("span", { class: "wf-tick", style: { left: `${(t / span) * 100}%` } }, t ? duration(t) : "0"),
+      );
     }
-    fill(this.axis, h("div", { class: "wf-name muted" }, "Operation"), h("div", { class: "wf-track" }, ticks));
+    fill(
+      this.axis,
+      h("div", { class: "wf-name muted" }, "Operation"),
+      h("div", { class: "wf-track" }, ticks),
+    );
   }
 
   row(row, start, span) {
@@ -78,13 +96,22 @@ export class Waterfall {
   name(row) {
     const tone = row.tone;
     const badges = [];
-    if (row.tries > 1) badges.push(h("span", { class: "pill warn", title: `${row.tries} tries` }, `×${row.tries}`));
-    if (row.kind === "step" && row.status === "failed") badges.push(h("span", { class: "pill warn" }, "failed"));
+    if (row.tries > 1)
+      badges.push(h("span", { class: "pill warn", title: `${row.tries} tries` }, `×${row.tries}`));
+    if (row.kind === "step" && row.status === "failed")
+      badges.push(h("span", { class: "pill warn" }, "failed"));
     const open =
       row.childId &&
       h(
         "a",
-        { class: "wf-open", href: `/runs/${row.childId}`, "data-link": true, title: "Open the child run", "aria-label": `Open child run ${row.childId}`, tabindex: -1 },
+        {
+          class: "wf-open",
+          href: `/runs/${row.childId}`,
+          "data-link": true,
+          title: "Open the child run",
+          "aria-label": `Open child run ${row.childId}`,
+          tabindex: -1,
+        },
         icon("open", 13),
       );
     return h(
@@ -161,7 +188,13 @@ function bars(row, start, span) {
   }
   if (row.deadline && row.deadline > (row.end ?? 0)) {
     const deadline = Math.min(100, ((row.deadline - start) / span) * 100);
-    parts.push(h("span", { class: "wf-deadline", title: "until the deadline", style: { left: pct(right), width: pct(Math.max(0, deadline - right)), "--tone": tone } }));
+    parts.push(
+      h("span", {
+        class: "wf-deadline",
+        title: "until the deadline",
+        style: { left: pct(right), width: pct(Math.max(0, deadline - right)), "--tone": tone },
+      }),
+    );
   }
   if (!row.marker) parts.push(durationLabel(row, left, right));
   return parts;

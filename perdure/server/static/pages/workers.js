@@ -8,8 +8,25 @@ const STALE_MS = 30e3; // the default lease: a worker silent this long loses its
 
 export function render({ main, page }) {
   document.title = "Workers · perdure";
-  const body = h("div", { class: "card" }, h("div", { class: "empty small" }, h("span", { class: "skeleton", style: { width: "160px" } })));
-  fill(main, h("div", { class: "page-head" }, h("div", {}, h("h1", {}, "Workers"), h("p", {}, "The processes that execute runs, and their heartbeats."))), body);
+  const body = h(
+    "div",
+    { class: "card" },
+    h("div", { class: "empty small" }, h("span", { class: "skeleton", style: { width: "160px" } })),
+  );
+  fill(
+    main,
+    h(
+      "div",
+      { class: "page-head" },
+      h(
+        "div",
+        {},
+        h("h1", {}, "Workers"),
+        h("p", {}, "The processes that execute runs, and their heartbeats."),
+      ),
+    ),
+    body,
+  );
   const load = async () => {
     try {
       const workers = await api.workers();
@@ -25,14 +42,28 @@ export function render({ main, page }) {
 }
 
 function empty() {
-  return emptyState({ icon: "workers", title: "No workers", body: "No worker is running. Start one with perdure worker module:app (perdure dev starts one for you)." });
+  return emptyState({
+    icon: "workers",
+    title: "No workers",
+    body: "No worker is running. Start one with perdure worker module:app (perdure dev starts one for you).",
+  });
 }
 
 function table(workers) {
   return h(
     "table",
     { class: "data" },
-    h("thead", {}, h("tr", {}, ["Worker", "Status", "Last heartbeat", "Runs held", "Concurrency", "Host", "Version", "Started"].map((name, i) => h("th", { class: i === 3 || i === 4 ? "right" : null }, name)))),
+    h(
+      "thead",
+      {},
+      h(
+        "tr",
+        {},
+        ["Worker", "Status", "Last heartbeat", "Runs held", "Concurrency", "Host", "Version", "Started"].map(
+          (name, i) => h("th", { class: i === 3 || i === 4 ? "right" : null }, name),
+        ),
+      ),
+    ),
     h("tbody", {}, workers.map(row)),
   );
 }
@@ -52,7 +83,11 @@ function row(worker) {
     { "data-worker": worker.id },
     h("td", { class: "run-id-cell" }, worker.id),
     h("td", {}, h("span", { class: ["status", `tone-${tone}`] }, label)),
-    h("td", { class: "muted" }, worker.status === "live" ? timeAgo(worker.heartbeat_at) : timeAgo(worker.stopped_at ?? worker.dead_at)),
+    h(
+      "td",
+      { class: "muted" },
+      worker.status === "live" ? timeAgo(worker.heartbeat_at) : timeAgo(worker.stopped_at ?? worker.dead_at),
+    ),
     h("td", { class: "right num" }, String(held)),
     h("td", { class: "right num muted" }, worker.concurrency ?? "–"),
     h("td", { class: "muted" }, [worker.hostname, worker.pid].filter(Boolean).join(" · ") || "–"),

@@ -125,6 +125,10 @@ export function subscribe(params, { onEvent, onOpen }) {
         cache: "no-store",
       });
       if (response.status === 401 && (await askForKey())) return connect();
+      if (refused(response.status)) {
+        announce("live"); // the server answered: it is this stream it will not give
+        return;
+      }
       if (!response.ok || !response.body) throw new ApiError(response.status, "HTTPError", "no stream");
       announce("live");
       onOpen?.();
@@ -146,6 +150,11 @@ export function subscribe(params, { onEvent, onOpen }) {
     closed = true;
     controller?.abort();
   };
+}
+
+/** A request the server will never grant (an unknown run, a bad filter): no retrying. */
+function refused(status) {
+  return status >= 400 && status < 500 && ![401, 408, 429].includes(status);
 }
 
 function backoff(delay) {

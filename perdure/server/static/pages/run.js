@@ -235,8 +235,12 @@ class RunPage {
       row.kind === "run" ? null : this.trace.logs?.length,
     ]);
     if (signature === this.inspected) return;
+    const same = this.inspectedRow === row.id;
+    const scrolled = this.inspector.firstChild?.scrollTop ?? 0;
     this.inspected = signature;
+    this.inspectedRow = row.id;
     fill(this.inspector, inspect(row, this.inspectorContext()));
+    if (same) this.inspector.firstChild.scrollTop = scrolled; // a live update keeps the reader's place
   }
 
   inspectorContext() {

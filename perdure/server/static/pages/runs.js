@@ -179,6 +179,7 @@ class RunsPage {
       this.load();
     });
     const number = this.cursors.length + 1;
+    this.pager.hidden = !count && !this.cursors.length;
     fill(
       this.pager,
       h("span", { class: "num" }, count ? `Page ${number} · ${count} run${count === 1 ? "" : "s"}` : ""),

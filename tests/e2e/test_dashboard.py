@@ -75,6 +75,16 @@ def test_the_agent_triggered_from_the_test_page_is_followed_live_to_its_answer(
     assert page.evaluate("window.stillTheSamePage") is True  # updated live, never reloaded
     assert server.run(run_id)["status"] == "completed"
 
+    # The keyboard walks the timeline: down from the run, past the attempt, to the first
+    # model call, whose recorded reply shows in the inspector.
+    page.locator('[data-row="run"]').focus()
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("ArrowDown")
+    expect(page.locator('[data-row="entry:0:1"]')).to_be_focused()
+    expect(inspector.locator(".inspector-title")).to_have_text("call_model")
+    expect(inspector).to_contain_text("Result")
+    expect(inspector).to_contain_text('"tool_calls"')
+
 
 @pytest.mark.timeout(60)
 def test_the_runs_list_shows_new_runs_live_and_filters_and_pages_them(
@@ -189,3 +199,21 @@ def test_the_dashboard_asks_for_the_api_key_once_and_keeps_it(
     assert page.evaluate(f"localStorage.getItem('{STORAGE_KEY}')") == API_KEY
     context.close()
     assert not errors, errors
+
+
+@pytest.mark.timeout(30)
+def test_the_queues_and_workers_pages_show_the_dev_worker_and_its_queue(
+    page: Page, server: DevServer
+) -> None:
+    page.goto(f"{server.url}/queues")
+    queue = page.locator('tr[data-queue="research-agent"]')
+    expect(queue).to_be_visible()
+    expect(queue.locator("td")).to_have_count(7)  # name, queued, running, waiting, delayed, ...
+
+    page.keyboard.press("g")
+    page.keyboard.press("w")  # the shortcut to the workers page
+    expect(page).to_have_url(re.compile(r"/workers$"))
+    worker = page.locator("tr[data-worker]")
+    expect(worker).to_have_count(1)
+    expect(worker).to_contain_text("Online")
+    expect(worker).to_contain_text(re.compile(r"just now|\ds ago"))  # its last heartbeat

@@ -1,7 +1,7 @@
 // The dashboard's entry point: the sidebar, the router, keyboard shortcuts and the ticker.
 
 import { onConnection, setApiKey, setKeyPrompt, apiKey, subscribe } from "./api.js";
-import { fill, icon } from "./dom.js";
+import { emptyState, fill, h, icon } from "./dom.js";
 import { tick } from "./format.js";
 import * as queues from "./pages/queues.js";
 import * as run from "./pages/run.js";
@@ -55,6 +55,9 @@ export function navigate(path, { replace = false } = {}) {
   if (path === location.pathname + location.search) return;
   history[replace ? "replaceState" : "pushState"]({}, "", path);
   route();
+  // A new page starts at its top, and the keyboard starts from its content.
+  window.scrollTo(0, 0);
+  document.getElementById("main").focus({ preventScroll: true });
 }
 
 function route() {
@@ -64,28 +67,17 @@ function route() {
   current?.leave();
   current = new Page();
   for (const link of document.querySelectorAll("[data-nav]")) {
-    link.toggleAttribute("aria-current", link.dataset.nav === section);
     if (link.dataset.nav === section) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
   }
   if (!module) {
     document.title = "Not found · perdure";
-    fill(main, notFound());
+    const home = h("a", { class: "button", href: "/runs", "data-link": true }, "All runs");
+    fill(main, emptyState({ icon: "search", title: "There is no page here", extra: home }));
     return;
   }
   const params = path.match(pattern).slice(1).map(decodeURIComponent);
   module.render({ main, params, search: new URLSearchParams(location.search), page: current, navigate });
-}
-
-function notFound() {
-  const node = document.createElement("div");
-  node.className = "empty";
-  node.append("There is no page here. ");
-  const link = document.createElement("a");
-  link.href = "/runs";
-  link.dataset.link = "";
-  link.textContent = "Go to runs";
-  node.append(link);
-  return node;
 }
 
 function setUpSidebar() {

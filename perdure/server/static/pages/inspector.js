@@ -40,13 +40,8 @@ const BUILDERS = {
   token: tokenSections,
 };
 
-function section(name, content, extra) {
-  return h(
-    "div",
-    { class: "section" },
-    h("div", { class: "section-head" }, h("span", {}, name), extra),
-    content,
-  );
+function section(name, content) {
+  return h("div", { class: "section" }, h("div", { class: "section-head" }, h("span", {}, name)), content);
 }
 
 function props(pairs) {

@@ -133,7 +133,11 @@ class RunsPage {
     const mine = ++this.loads;
     if (!this.loaded) fill(this.tbody, skeletonRows());
     try {
-      const filters = { ...apiFilters(this.filters), limit: this.filters.limit, cursor: this.cursor ?? undefined };
+      const filters = {
+        ...apiFilters(this.filters),
+        limit: this.filters.limit,
+        cursor: this.cursor ?? undefined,
+      };
       const answer = await api.runs(filters);
       if (!this.page.alive || mine !== this.loads) return;
       this.loaded = true;

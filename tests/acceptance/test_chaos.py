@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import shutil
-import subprocess
 import time
 from collections import defaultdict
 
@@ -24,30 +22,18 @@ pytestmark = pytest.mark.timeout(300)
 RUNS, WORKERS, LIMIT = 500, 4, 8
 
 
-def restart_postgres() -> None:
-    clusters = subprocess.run(["ls", "/etc/postgresql"], capture_output=True, text=True)
-    version = clusters.stdout.split()[0]
-    subprocess.run(
-        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"],
-        check=True,
-        timeout=60,
-    )
-
-
 @pytest.fixture
 def pg_cluster(tmp_path):
-    postgres.require()
-    if shutil.which("pg_ctlcluster") is None:
-        pytest.skip("pg_ctlcluster is not here: the chaos test restarts the local server")
-    cluster = Cluster(tmp_path, postgres.fresh_url())
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
+    with postgres.restartable() as (url, restart):
+        cluster = Cluster(tmp_path, url)
+        try:
+            yield cluster, restart
+        finally:
+            cluster.stop()
 
 
 async def test_chaos_every_run_completes_once_with_no_double_work(pg_cluster):
-    cluster = pg_cluster
+    cluster, restart_server = pg_cluster
     env = {"PERDURE_WORKER_CONCURRENCY": "20"}
     workers = [cluster.worker(**env) for _ in range(WORKERS)]
     ids = [await cluster.trigger("chaos", {"n": i}) for i in range(RUNS)]
@@ -64,7 +50,7 @@ async def test_chaos_every_run_completes_once_with_no_double_work(pg_cluster):
         assert time.monotonic() < deadline, f"only {done} runs completed"
         if not restarted and done >= RUNS // 3:
             began = time.time()
-            restart_postgres()
+            restart_server()
             restart = (began, time.time() + 5.0)  # and the few seconds of reconnecting
             restarted = True
         victim = rng.randrange(WORKERS)

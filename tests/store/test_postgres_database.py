@@ -131,3 +131,26 @@ async def test_reads_do_not_queue_behind_a_write_that_waits():
             await blocked
     finally:
         await store.close()
+
+
+async def test_without_a_server_the_tests_start_a_throwaway_cluster_and_remove_it():
+    if postgres.binaries() is None:
+        pytest.skip("PostgreSQL's binaries are not installed here")
+    nobody = "postgresql://postgres@127.0.0.1:1/test"  # no server listens on port 1
+    url, throwaway = postgres.server_for(nobody, chosen=False)
+    assert throwaway is not None
+    try:
+        store = PostgresStore(url)
+        await store.open()
+        try:
+            from tests.store import support
+
+            run_id, _ = await store.create_run(support.new_run())
+            assert (await store.get_run(run_id)) is not None
+        finally:
+            await store.close()
+    finally:
+        throwaway.stop()
+    assert not throwaway.dir.exists()
+    # A URL the user chose is theirs: never replaced by a throwaway cluster.
+    assert postgres.server_for(nobody, chosen=True) == (nobody, None)

@@ -37,7 +37,7 @@ class RunPage {
     this.facts = h("dl", { class: "facts" });
     this.error = h("div", { class: "run-error" });
     this.logs = h("div", { class: "card" });
-    this.inspector = h("div");
+    this.inspector = h("div", { class: "inspector-slot" });
     this.waterfall = new Waterfall({
       onSelect: () => this.renderInspector(),
       onOpen: (row) => navigate(`/runs/${row.childId}`),

@@ -85,6 +85,20 @@ def test_the_agent_triggered_from_the_test_page_is_followed_live_to_its_answer(
     expect(inspector).to_contain_text("Result")
     expect(inspector).to_contain_text('"tool_calls"')
 
+    # Dragging across the time axis zooms into the first second; the last model call,
+    # five seconds in, is then off the chart.
+    axis = page.locator(".wf-axis .wf-track").bounding_box()
+    assert axis is not None
+    last_call = page.locator('[data-row="entry:0:12"] .wf-bar')
+    expect(last_call).to_have_count(1)
+    page.mouse.move(axis["x"] + 1, axis["y"] + 5)
+    page.mouse.down()
+    page.mouse.move(axis["x"] + axis["width"] * 0.15, axis["y"] + 5, steps=4)
+    page.mouse.up()
+    expect(last_call).to_have_count(0)
+    page.get_by_role("button", name="Reset zoom").click()
+    expect(last_call).to_have_count(1)
+
 
 @pytest.mark.timeout(60)
 def test_the_runs_list_shows_new_runs_live_and_filters_and_pages_them(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import importlib
 import json
 import logging
@@ -59,30 +60,81 @@ def client_app(path: str | None) -> App:
 # --- commands ------------------------------------------------------------------------------
 
 
-def cmd_worker(args: argparse.Namespace, *, dev: bool = False) -> int:
+def cmd_worker(args: argparse.Namespace) -> int:
     from perdure.worker import Worker
 
     app = load_app(args.app)
     worker = Worker(app, concurrency=args.concurrency)
 
     async def serve() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+        stop = _stop_on_signals()
         await app.store()  # fail fast, with one line, on a bad database
-        tasks = ", ".join(sorted(app.tasks)) or "(none)"
-        label = "perdure dev" if dev else "perdure worker"
-        print(
-            f"{label}: {worker.id} serving {tasks} on {app.settings.database_url} "
-            f"(concurrency {worker.concurrency})",
-            flush=True,
-        )
+        _announce("perdure worker", worker)
         await worker.run(stop)
         await app.close()
 
     asyncio.run(serve())
     return 0
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    from perdure.server import create_app, serve
+
+    app = load_app(args.app)
+    asgi = create_app(app)  # no API key: one line, before anything listens
+
+    async def main() -> None:
+        stop = _stop_on_signals()
+        await app.store()
+        async with serve.running(asgi, serve.bind(args.host, args.port)) as url:
+            print(f"perdure server: {url}/ (API {url}/api/v1, OpenAPI {url}/openapi.json)")
+            sys.stdout.flush()
+            await stop.wait()
+        await app.close()
+
+    asyncio.run(main())
+    return 0
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    """A worker and the server in one process, on 127.0.0.1 only (no API key needed)."""
+    from perdure.server import create_app, serve
+    from perdure.worker import Worker
+
+    app = load_app(args.app)
+
+    async def main() -> None:
+        stop = _stop_on_signals()
+        await app.store()
+        sock = serve.bind("127.0.0.1", args.port)
+        if app.settings.public_url is None:  # token URLs point at this server
+            app.settings = dataclasses.replace(app.settings, public_url=serve.url_of(sock))
+        worker = Worker(app, concurrency=args.concurrency)
+        _announce("perdure dev", worker)
+        async with serve.running(create_app(app, dev=True), sock, access_log=False) as url:
+            print(f"perdure dev: dashboard at {url}/", flush=True)
+            await worker.run(stop)
+        await app.close()
+
+    asyncio.run(main())
+    return 0
+
+
+def _stop_on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+def _announce(label: str, worker: Any) -> None:
+    tasks = ", ".join(sorted(worker.app.tasks)) or "(none)"
+    print(
+        f"{label}: {worker.id} serving {tasks} on {worker.app.settings.database_url} "
+        f"(concurrency {worker.concurrency})",
+        flush=True,
+    )
 
 
 def cmd_trigger(args: argparse.Namespace) -> int:
@@ -252,7 +304,11 @@ def parser() -> argparse.ArgumentParser:
 
     for name, text in (
         ("worker", "run a worker that executes the app's tasks"),
-        ("dev", "run a local development worker on SQLite"),
+        (
+            "dev",
+            "run a worker, the API and the dashboard on 127.0.0.1 (SQLite unless "
+            "PERDURE_DATABASE_URL says otherwise; no API key)",
+        ),
     ):
         p = sub.add_parser(name, help=text, description=text)
         p.add_argument("app", metavar="APP", help="module:attribute of the perdure.App")
@@ -262,6 +318,14 @@ def parser() -> argparse.ArgumentParser:
             default=None,
             help="runs executed at once (default PERDURE_WORKER_CONCURRENCY or 100)",
         )
+        if name == "dev":
+            p.add_argument("--port", type=int, default=8000, help="default 8000; 0: any free")
+
+    text = "serve the HTTP API, event stream, metrics and dashboard (needs PERDURE_API_KEY)"
+    p = sub.add_parser("server", help=text, description=text)
+    p.add_argument("app", metavar="APP", help="module:attribute of the perdure.App")
+    p.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1; 0.0.0.0: every one")
+    p.add_argument("--port", type=int, default=8000, help="default 8000; 0: any free")
 
     p = sub.add_parser("trigger", help="start a run of a task", description="start a run of a task")
     p.add_argument("task", metavar="TASK", help="the task id")
@@ -324,8 +388,12 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        if args.command in ("worker", "dev"):
-            code = cmd_worker(args, dev=args.command == "dev")
+        if args.command == "worker":
+            code = cmd_worker(args)
+        elif args.command == "dev":
+            code = cmd_dev(args)
+        elif args.command == "server":
+            code = cmd_server(args)
         elif args.command == "trigger":
             code = cmd_trigger(args)
         elif args.command == "runs":

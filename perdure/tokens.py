@@ -63,4 +63,5 @@ def url_for(base: str | None, secret: str, token: str) -> str:
 
 
 def verify(secret: str, token: str, given: str) -> bool:
-    return hmac.compare_digest(signature(secret, token), given)
+    # As bytes: compare_digest refuses str with non-ASCII characters (a forged URL's, say).
+    return hmac.compare_digest(signature(secret, token).encode(), given.encode(errors="replace"))

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from perdure import runs
 
 if TYPE_CHECKING:
+    from perdure.store.admin import QueueStats, StepDurations, WorkerStatus
     from perdure.store.waits import WaitState
 
 
@@ -308,3 +309,24 @@ class Store(Protocol):
         """Create the child runs (each at most once: an existing id is kept) and record
         the parent's `entry` in one transaction. When every child of a waiting entry has
         already ended, the entry is settled at once. False if the lease is lost."""
+
+    # --- server reads ----------------------------------------------------------------
+    async def queue_stats(self) -> list[QueueStats]:
+        """Every declared queue and every queue holding unfinished runs, by name: its
+        limit, runs due but not running (depth), running, suspended, and not yet due."""
+
+    async def list_workers(self, ended_within: float, limit: int) -> list[WorkerStatus]:
+        """Live workers and those that stopped or died in the last `ended_within` seconds,
+        newest first, with the number of runs each holds."""
+
+    async def run_counts(self) -> dict[str, int]:
+        """How many runs have each status."""
+
+    async def step_durations(self) -> StepDurations:
+        """A histogram of recorded steps' durations (first start to result)."""
+
+    async def trace_fingerprint(self, run_id: str) -> tuple[Any, ...]:
+        """A value that changes whenever the run's journal, logs or transitions change."""
+
+    async def probe_write(self) -> None:
+        """One write transaction changing nothing: times the path checkpoints take."""

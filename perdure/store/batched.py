@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from perdure import exceptions, runs
-from perdure.store import base, ops, waits
+from perdure.store import admin, base, ops, waits
 from perdure.store import children as child_ops
 
 T = TypeVar("T")
@@ -473,6 +473,33 @@ class BatchedStore:
             )
         )
         return done
+
+    # --- server reads
+
+    async def queue_stats(self) -> list[admin.QueueStats]:
+        found: list[admin.QueueStats] = await self._read_op(admin.queue_stats)
+        return found
+
+    async def list_workers(self, ended_within: float, limit: int) -> list[admin.WorkerStatus]:
+        found: list[admin.WorkerStatus] = await self._read_op(
+            lambda tx: admin.list_workers(tx, ended_within, limit)
+        )
+        return found
+
+    async def run_counts(self) -> dict[str, int]:
+        found: dict[str, int] = await self._read_op(admin.run_counts)
+        return found
+
+    async def step_durations(self) -> admin.StepDurations:
+        found: admin.StepDurations = await self._read_op(admin.step_durations)
+        return found
+
+    async def trace_fingerprint(self, run_id: str) -> tuple[Any, ...]:
+        found: tuple[Any, ...] = await self._read_op(lambda tx: admin.trace_fingerprint(tx, run_id))
+        return found
+
+    async def probe_write(self) -> None:
+        await self._write_op(admin.probe_write)
 
 
 def _outcome(job: concurrent.futures.Future[Any]) -> asyncio.Future[Any]:

@@ -246,7 +246,7 @@ def test_a_command_waits_while_another_process_holds_the_new_database(cli: Cli) 
 
 def test_perdure_dev_serves_the_app_like_a_worker(cli: Cli) -> None:
     dev = subprocess.Popen(
-        [sys.executable, "-m", "perdure", "dev", APP],
+        [sys.executable, "-m", "perdure", "dev", APP, "--port", "0"],
         env=cli.env,
         cwd=cli.home,
         stdout=subprocess.PIPE,

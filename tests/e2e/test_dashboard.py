@@ -147,6 +147,7 @@ def test_a_run_is_cancelled_then_retried_from_its_page(page: Page, server: DevSe
     run_id = server.trigger({"topic": "coral reef restoration"})
     page.goto(f"{server.url}/runs/{run_id}")
     expect(status(page)).to_have_attribute("data-status", "running")
+    expect(page.locator(".why")).to_contain_text("Running on wrk_")  # says who runs it
     expect(page.get_by_role("button", name="Retry", exact=True)).to_have_count(0)
 
     page.get_by_role("button", name="Cancel", exact=True).click()

@@ -19,6 +19,7 @@ import { errorBox, inspect } from "./inspector.js";
 import { replayDialog } from "./replay.js";
 import { keyText, rows } from "./timeline.js";
 import { Waterfall } from "./waterfall.js";
+import { why } from "./why.js";
 
 export function render(context) {
   new RunPage(context).start();
@@ -163,9 +164,15 @@ class RunPage {
           copyable(run.id),
         ),
         h("div", { class: "run-title" }, h("h1", {}, run.task_id), statusBadge(run.status, { large: true })),
+        this.why(),
       ),
       h("div", { class: "actions" }, this.actions(run)),
     );
+  }
+
+  why() {
+    const text = why(this.trace);
+    return text && h("p", { class: "why", role: "status" }, text);
   }
 
   actions(run) {

@@ -3,9 +3,11 @@ one line a driver process prints its result on."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import statistics
@@ -184,6 +186,12 @@ def descendants(pid: int) -> list[int]:
         found.append(current)
         todo.extend(children.get(current, []))
     return found
+
+
+async def idle_gap(params: Mapping[str, Any]) -> None:
+    """W3's pause before each trigger: random (uniform in [0, gap)), so that a trigger
+    lands at any phase of a system's polling cycle instead of locking to one."""
+    await asyncio.sleep(random.uniform(0, float(params.get("gap", 0.05))))
 
 
 # --- statistics ----------------------------------------------------------------------

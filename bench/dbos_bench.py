@@ -17,6 +17,7 @@ from bench.driver import Job
 from bench.perdure_bench import IN_FLIGHT, crash_report
 
 QUEUE = "bench"
+POLL = 0.05  # how often the client checks for a result: pacing only, never in a measured time
 
 
 def system_url(job: Job) -> str:
@@ -67,12 +68,12 @@ async def client_for(job: Job, proc: common.Process) -> Any:
         try:
             client = DBOSClient(system_database_url=system_url(job))
             handle = await enqueue(client, "bench-latency", {})
-            await handle.get_result()
+            await handle.get_result(polling_interval_sec=POLL)
             return client
         except Exception:
             if time.monotonic() > deadline:
                 raise
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.1)
 
 
 async def enqueue(client: Any, workflow: str, payload: Any) -> Any:
@@ -129,9 +130,9 @@ async def w2(job: Job) -> dict[str, Any]:
         started = time.time()
         handles = await enqueue_all(client, "bench-steps", [{"steps": 3}] * n)
         triggered = time.time()
-        await handles[-1].get_result()
+        await handles[-1].get_result(polling_interval_sec=POLL)
         for h in handles:
-            await h.get_result()
+            await h.get_result(polling_interval_sec=POLL)
         ids = [h.get_workflow_id() for h in handles]
         statuses = await client.list_workflows_async(workflow_ids=ids, load_input=False, load_output=False)
     bad = [s.status for s in statuses if s.status != "SUCCESS"]
@@ -160,10 +161,11 @@ async def w3(job: Job) -> dict[str, Any]:
         client = await client_for(job, proc)
         await asyncio.sleep(0.5)
         for _ in range(n):
+            await common.idle_gap(job.params)
             before = time.time()
             handle = await enqueue(client, "bench-latency", {})
             calls.append(time.time() - before)
-            out = await handle.get_result()
+            out = await handle.get_result(polling_interval_sec=POLL)
             latencies.append(out["t"] - before)
     return {
         **common.latency_summary(latencies),
@@ -181,6 +183,7 @@ async def w3_direct(job: Job) -> dict[str, Any]:
     await app.latency({})
     latencies = []
     for _ in range(n):
+        await common.idle_gap(job.params)
         before = time.time()
         handle = await DBOS.start_workflow_async(app.latency, {})
         out = await handle.get_result()
@@ -206,7 +209,7 @@ async def w4(job: Job) -> dict[str, Any]:
         second.start()
         restarted = time.time()
         for h in handles:
-            await h.get_result()
+            await h.get_result(polling_interval_sec=POLL)
     finally:
         first.kill()
         second.stop()
@@ -230,7 +233,7 @@ async def w5(job: Job) -> dict[str, Any]:
             await enqueue_all(client, "bench-park", [{}] * (target - parked))
             sleeping = f"SELECT count(*) FROM {table(job, 'operation_outputs')} WHERE function_name = 'DBOS.sleep'"
             await asyncio.to_thread(common.wait_until, lambda: count(job, sleeping) >= target, 1800, "parked workflows", 0.2)
-            await asyncio.sleep(2.0)
+            await asyncio.sleep(job.params.get("settle", 2.0))
             now = common.memory(proc.pid)
             found[str(target)] = {
                 "rss": now["rss"],

@@ -206,6 +206,7 @@ async def w3(job: Job) -> dict[str, Any]:
         await warm(client, procs)
         await asyncio.sleep(0.5)  # an idle worker
         for _ in range(n):
+            await common.idle_gap(job.params)
             before = time.time()
             handle = await client.trigger(tasks.latency, {})
             calls.append(time.time() - before)
@@ -297,7 +298,7 @@ async def w5(job: Job) -> dict[str, Any]:
             await asyncio.to_thread(
                 common.wait_until, lambda: scalar(job.url, waiting) >= target, 900, f"{target} parked runs", 0.2
             )
-            await asyncio.sleep(2.0)  # settle: suspended runs have left memory
+            await asyncio.sleep(job.params.get("settle", 2.0))  # suspended runs have left memory
             now = common.memory(pid)
             found[str(target)] = {
                 "rss": now["rss"],
@@ -317,21 +318,31 @@ async def w5(job: Job) -> dict[str, Any]:
 async def w6(job: Job) -> dict[str, Any]:
     n = int(job.params["steps"])
     client = perdure.App(job.url)
-    sleep = client.settings.suspend_after + 1.5  # long enough to suspend, then resume
     with workers(job) as procs:
         await warm(client, procs)
-        handle = await client.trigger(tasks.resume, {"steps": n, "sleep": sleep})
+        handle = await client.trigger(tasks.resume, {"steps": n})
+        await until_status(client, handle.id, perdure.RunStatus.WAITING, 600)
+        [token] = await client.tokens.list(run_id=handle.id)
+        await asyncio.sleep(0.2)  # the worker has let the run go
+        await client.tokens.complete(token.id, {})
         out = await handle.result(timeout=600)
         trace = await client.runs.trace(handle.id)
     claims = [e.at for e in trace.events if e.to_status == "running"]
-    suspended = any(e.to_status == "waiting" for e in trace.events)
-    if len(claims) < 2 or not suspended:
-        raise RuntimeError(f"the run did not suspend and resume: {[e.to_status for e in trace.events]}")
+    if len(claims) < 2:
+        raise RuntimeError(f"the run was not claimed again: {[e.to_status for e in trace.events]}")
     return {
         "steps": n,
         "claim_to_new_step_ms": 1000 * (out["new_step_at"] - claims[-1]),
         "journal_entries": len(trace.entries),
     }
+
+
+async def until_status(client: perdure.App, run_id: str, status: perdure.RunStatus, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while (await client.runs.get(run_id)).status is not status:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"run {run_id} did not reach {status.value}")
+        await asyncio.sleep(0.02)
 
 
 # --- W8: a store holding many finished runs ------------------------------------------
@@ -419,7 +430,7 @@ def _clone_postgres(url: str, template: str, total: int) -> int:
                 for table, cols, exprs, where in plan:
                     conn.execute(
                         f"INSERT INTO {table} ({cols}) SELECT {exprs} FROM {table} t, "
-                        f"generate_series(%(start)s, %(end)s) AS n WHERE {where.replace(':template', '%(tpl)s')}",
+                        f"generate_series(%(start)s::bigint, %(end)s::bigint) AS n WHERE {where.replace(':template', '%(tpl)s')}",
                         {"start": start, "end": end - 1, "tpl": template},
                     )
         conn.execute("VACUUM ANALYZE")

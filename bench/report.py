@@ -27,10 +27,8 @@ SCOPE = {  # what BENCHMARKS.md measures for each peer; outside it a cell says s
     "temporal": {"W1", "W2", "W3", "W4"},
 }
 WHY_NOT = {
-    ("restate", "W0"): "n/a: own log (RocksDB)",
+    ("restate", "W0"): "n/a: own log",
     ("temporal", "W0"): "n/a: own store",
-    ("restate", "W5"): "n/a: parked runs live in the server",
-    ("temporal", "W5"): "n/a: parked runs live in the server",
 }
 
 
@@ -116,8 +114,8 @@ def empty_cell(records: list[Record], system: str, workload: str, backend: str |
     if (system, workload) in WHY_NOT:
         return WHY_NOT[(system, workload)]
     if system in SCOPE and workload not in SCOPE[system]:
-        return "not measured (scope)"
-    if workload == "W7" or (workload in ("W7",) and backend == "sqlite"):
+        return "out of scope"
+    if workload == "W7" and backend == "sqlite":
         return "PostgreSQL only"
     if errors(records, system, workload, backend):
         return "FAILED (see JSON)"
@@ -139,7 +137,7 @@ def build(run: dict[str, Any]) -> dict[str, Any]:
     records: list[Record] = run["records"]
     selected, systems = set(run["workloads"]), set(run["systems"])
     columns = [c for c in COLUMNS if c[0] in systems]
-    headers = [f"{NAMES[s]} · {run['durability'].get(f'{s}/{b}', b or '')}" for s, b in columns]
+    headers = [f"{NAMES[s]} {run['durability'].get(f'{s}/{b}', b or '')}" for s, b in columns]
     table: list[list[str]] = []
     medians: dict[tuple[str, str, str | None], float | None] = {}
 
@@ -198,6 +196,7 @@ def build(run: dict[str, Any]) -> dict[str, Any]:
 
     w7 = w7_rows(records, columns)
     ratios = ratio_rows(medians, columns)
+    notes.insert(0, run["durability"].get("legend", ""))
     return {"headers": ["figure", *headers], "table": table + w7, "ratios": ratios,
             "targets": targets(records, floors, run["sqlite_synchronous"]), "notes": notes}
 
@@ -341,7 +340,20 @@ def _grid(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def main() -> None:
+    """`python -m bench.report RESULTS.json [--markdown]`: the table of a saved run."""
+    import json
+    import sys
+
+    run = json.loads(open(sys.argv[1]).read())
+    print(markdown(run) if "--markdown" in sys.argv else text(run))
+
+
 def _md(headers: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + " --- |" * len(headers)]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

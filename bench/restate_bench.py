@@ -133,6 +133,7 @@ async def w3(job: Job) -> dict[str, Any]:
             await call(client, job, "latency", {})
             await asyncio.sleep(0.5)
             for _ in range(n):
+                await common.idle_gap(job.params)
                 before = time.time()
                 out = await call(client, job, "latency", {})
                 latencies.append(out["t"] - before)

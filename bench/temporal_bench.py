@@ -109,6 +109,7 @@ async def w3(job: Job) -> dict[str, Any]:
     async with connected(job) as (client, _):
         await asyncio.sleep(0.5)
         for _ in range(n):
+            await common.idle_gap(job.params)
             before = time.time()
             handle = await start(client, "bench-latency", {})
             calls.append(time.time() - before)

@@ -73,9 +73,10 @@ async def new_step() -> float:
 
 @app.task(id="bench-resume")
 async def resume(payload: dict) -> dict:
-    """W6: n steps, a sleep long enough to suspend the run, then one new step: on resume
-    the body replays n recorded steps before it reaches the new one."""
+    """W6: n steps, then a wait for a token (the run suspends: it leaves the worker), then
+    one new step: once the token is completed, the run is claimed again and its body
+    replays n recorded steps before it reaches the new one."""
     for i in range(payload["steps"]):
         await tick(i)
-    await perdure.sleep(payload["sleep"])
+    await perdure.wait_for_token(await perdure.create_token())
     return {"new_step_at": await new_step()}

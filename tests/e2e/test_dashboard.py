@@ -71,6 +71,7 @@ def test_the_agent_triggered_from_the_test_page_is_followed_live_to_its_answer(
     inspector = page.locator(".inspector")
     expect(inspector).to_contain_text("Output")
     expect(inspector).to_contain_text("https://docs.example.org/durable-execution/limitations")
+    expect(inspector).to_contain_text('"turn": 6')  # perdure.metadata.set, as the run set it
     expect(page.locator(".logs")).to_contain_text("turn 6: final answer (3 sources)")
     assert page.evaluate("window.stillTheSamePage") is True  # updated live, never reloaded
     assert server.run(run_id)["status"] == "completed"

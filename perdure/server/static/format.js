@@ -68,10 +68,15 @@ export function duration(ms) {
   if (s < 10) return `${s.toFixed(2).replace(/\.?0+$/, "")}s`;
   if (s < 60) return `${s.toFixed(1).replace(/\.0$/, "")}s`;
   const m = Math.floor(s / 60);
-  if (m < 60) return `${m}m ${Math.floor(s % 60)}s`;
+  if (m < 60) return join(m, "m", Math.floor(s % 60), "s");
   const hours = Math.floor(m / 60);
-  if (hours < 24) return `${hours}h ${m % 60}m`;
-  return `${Math.floor(hours / 24)}d ${hours % 24}h`;
+  if (hours < 24) return join(hours, "h", m % 60, "m");
+  return join(Math.floor(hours / 24), "d", hours % 24, "h");
+}
+
+/** "3m 4s", or "3m" when the smaller unit is zero. */
+function join(big, bigUnit, small, smallUnit) {
+  return small ? `${big}${bigUnit} ${small}${smallUnit}` : `${big}${bigUnit}`;
 }
 
 export function relative(ms, now = Date.now()) {

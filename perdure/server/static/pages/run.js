@@ -39,6 +39,7 @@ class RunPage {
     this.error = h("div", { class: "run-error" });
     this.logs = h("div", { class: "card" });
     this.inspector = h("div", { class: "inspector-slot" });
+    this.legend = h("div", { class: "legend" });
     this.waterfall = new Waterfall({
       onSelect: () => this.renderInspector(),
       onOpen: (row) => navigate(`/runs/${row.childId}`),
@@ -137,7 +138,7 @@ class RunPage {
     const timeline = h(
       "div",
       { class: "card" },
-      h("div", { class: "card-head" }, h("h2", {}, icon("timeline", 15), "Timeline"), legend()),
+      h("div", { class: "card-head" }, h("h2", {}, icon("timeline", 15), "Timeline"), this.legend),
       this.waterfall.element,
     );
     fill(
@@ -224,7 +225,9 @@ class RunPage {
   }
 
   renderTimeline() {
-    this.waterfall.render(rows(this.trace, Date.now()));
+    const shown = rows(this.trace, Date.now());
+    this.waterfall.render(shown);
+    fill(this.legend, legend(shown));
     this.renderInspector();
   }
 
@@ -356,15 +359,20 @@ class RunPage {
   }
 }
 
-function legend() {
+const LEGEND = [
+  ["step", "step", "var(--accent)"],
+  ["sleep", "sleep", "var(--violet)"],
+  ["wait", "token wait", "var(--amber)"],
+  ["child", "child run", "var(--blue)"],
+];
+
+/** What the bars' colours mean, for the kinds of operation this run has. */
+function legend(rows) {
+  const kinds = new Set(rows.map((row) => row.kind));
+  const failed = rows.some((row) => row.kind !== "run" && row.tone === "red");
   const item = (label, color) => h("span", {}, h("i", { style: { "--tone": color } }), label);
-  return h(
-    "div",
-    { class: "legend" },
-    item("step", "var(--accent)"),
-    item("sleep", "var(--violet)"),
-    item("wait", "var(--amber)"),
-    item("child run", "var(--blue)"),
-    item("failed", "var(--red)"),
-  );
+  return [
+    LEGEND.filter(([kind]) => kinds.has(kind)).map(([, label, color]) => item(label, color)),
+    failed && item("failed", "var(--red)"),
+  ];
 }

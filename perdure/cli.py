@@ -17,10 +17,13 @@ import signal
 import sys
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from perdure import exceptions, runs
 from perdure.app import App
+
+if TYPE_CHECKING:
+    from perdure.worker import Worker
 
 
 class UsageError(Exception):
@@ -128,7 +131,7 @@ def _stop_on_signals() -> asyncio.Event:
     return stop
 
 
-def _announce(label: str, worker: Any) -> None:
+def _announce(label: str, worker: Worker) -> None:
     tasks = ", ".join(sorted(worker.app.tasks)) or "(none)"
     print(
         f"{label}: {worker.id} serving {tasks} on {worker.app.settings.database_url} "
@@ -324,7 +327,9 @@ def parser() -> argparse.ArgumentParser:
     text = "serve the HTTP API, event stream, metrics and dashboard (needs PERDURE_API_KEY)"
     p = sub.add_parser("server", help=text, description=text)
     p.add_argument("app", metavar="APP", help="module:attribute of the perdure.App")
-    p.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1; 0.0.0.0: every one")
+    p.add_argument(
+        "--host", default="127.0.0.1", help="default 127.0.0.1; 0.0.0.0: every interface"
+    )
     p.add_argument("--port", type=int, default=8000, help="default 8000; 0: any free")
 
     p = sub.add_parser("trigger", help="start a run of a task", description="start a run of a task")

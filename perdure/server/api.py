@@ -12,8 +12,7 @@ from starlette.responses import JSONResponse
 
 from perdure import exceptions, tokens
 from perdure.app import App
-from perdure.server import inputs, payloads, shapes
-from perdure.server.errors import ApiError
+from perdure.server import errors, inputs, payloads, shapes
 
 WORKERS_ENDED_WITHIN = 3600.0  # seconds a stopped or dead worker stays on the list
 MAX_CHILDREN = 1000  # child runs shown in a trace
@@ -53,7 +52,8 @@ async def trigger(request: Request) -> JSONResponse:
     task = app.tasks.get(task_id)
     if task is None:
         known = ", ".join(sorted(app.tasks)) or "none"
-        raise ApiError(404, "TaskNotFound", f"no task {task_id!r} in this app (tasks: {known})")
+        message = f"no task {task_id!r} in this app (tasks: {known})"
+        raise errors.ApiError(404, "TaskNotFound", message)
     body = inputs.fields(await inputs.read_json(request, _body_limit(app)), ("payload", "options"))
     options = inputs.trigger_options(body.get("options"))
     handle = await app.trigger(task, body.get("payload"), **options)
@@ -122,7 +122,7 @@ async def replay_run(request: Request) -> JSONResponse:
     if payload is not None:
         original = await app.runs.get(run_id)
         if original.task_id not in app.tasks:
-            raise ApiError(
+            raise errors.ApiError(
                 422,
                 "PayloadError",
                 f"this server's app has no task {original.task_id!r} to validate a new "
@@ -149,7 +149,8 @@ async def token_callback(request: Request) -> JSONResponse:
     token_id = _id(request, "token_id")
     signature: str = request.path_params["signature"]
     if not tokens.verify(await app.token_secret(), token_id, signature):
-        raise ApiError(403, "InvalidSignature", "the signature does not match this token's URL")
+        message = "the signature does not match this token's URL"
+        raise errors.ApiError(403, "InvalidSignature", message)
     data = await inputs.read_json(request, app.settings.max_payload_bytes)
     record = await app.tokens.complete(token_id, None if data is inputs.NO_BODY else data)
     return JSONResponse({"id": record.id, "status": record.status.value})

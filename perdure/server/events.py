@@ -33,8 +33,7 @@ from starlette.types import Receive, Scope, Send
 
 from perdure import exceptions
 from perdure.app import App
-from perdure.server import api, inputs, shapes
-from perdure.server.errors import ApiError
+from perdure.server import api, errors, inputs, shapes
 
 log = logging.getLogger("perdure.server")
 Event = tuple[str, Any]
@@ -74,7 +73,7 @@ async def stream(request: Request) -> Response:
     else:
         source = ManyRuns(app, inputs.run_query(request))
     if streams.open >= streams.limits.max_streams:
-        raise ApiError(
+        raise errors.ApiError(
             503, "TooManyStreams", "this server has as many event streams open as it allows"
         )
     return EventStream(source, streams)
@@ -122,29 +121,32 @@ class EventStream(Response):
         limits = self.streams.limits
         started = quiet_since = time.monotonic()
         await _chunk(send, f"retry: {limits.retry_ms}\n\n".encode())
-        first = True
-        while not self.streams.stopping and time.monotonic() - started < limits.max_seconds:
-            try:
-                found = await self.source.look()
-            except exceptions.RunNotFound as error:
-                await _chunk(send, encode("error", {"type": "RunNotFound", "message": str(error)}))
+        first, going = True, True
+        while going and not self.streams.stopping:
+            if time.monotonic() - started >= limits.max_seconds:
                 break
-            except exceptions.StoreError as error:
-                log.warning("event stream: the store failed: %s", error)
-                found = [("error", {"type": "Unavailable", "message": "the database failed"})]
+            found, going = await self._look()
+            if first:
+                found, first = [*found, ("ready", {})], False
             for name, data in found:
                 await _chunk(send, encode(name, data))
-            if first:
-                await _chunk(send, encode("ready", {}))
-                first = False
-            now = time.monotonic()
             if found:
-                quiet_since = now
-            elif now - quiet_since >= limits.keepalive_seconds:
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since >= limits.keepalive_seconds:
                 await _chunk(send, b": keepalive\n\n")
-                quiet_since = now
+                quiet_since = time.monotonic()
             await asyncio.sleep(limits.poll_seconds)
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _look(self) -> tuple[list[Event], bool]:
+        """What changed, and whether the stream goes on."""
+        try:
+            return await self.source.look(), True
+        except exceptions.RunNotFound as error:  # deleted meanwhile
+            return [("error", {"type": "RunNotFound", "message": str(error)})], False
+        except exceptions.StoreError as error:  # passing, perhaps: look again
+            log.warning("event stream: the store failed: %s", error)
+            return [("error", {"type": "Unavailable", "message": "the database failed"})], True
 
 
 async def _chunk(send: Send, body: bytes) -> None:
@@ -177,11 +179,10 @@ class ManyRuns:
 
 
 def _changed_runs(current: list[dict[str, Any]], seen: dict[str, dict[str, Any]]) -> list[Event]:
-    changed = []
-    for run in current:
-        if seen.get(run["id"]) != run:
-            seen[run["id"]] = run
-            changed.append(("run", run))
+    """The runs that differ from what was sent; `seen` keeps only the current ones."""
+    changed: list[Event] = [("run", run) for run in current if seen.get(run["id"]) != run]
+    seen.clear()
+    seen.update((run["id"], run) for run in current)
     return changed
 
 

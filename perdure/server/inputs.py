@@ -15,7 +15,7 @@ from typing import Any
 from starlette.requests import Request
 
 from perdure import runs
-from perdure.server.errors import ApiError
+from perdure.server import errors
 
 # Room for the envelope around a payload (`{"payload": ..., "options": {...}}`).
 ENVELOPE_BYTES = 64 * 1024
@@ -52,11 +52,12 @@ async def read_json(request: Request, limit: int) -> Any:
     try:
         return json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
     except (ValueError, RecursionError) as error:
-        raise ApiError(400, "MalformedJSON", f"the body is not valid JSON: {error}") from None
+        message = f"the body is not valid JSON: {error}"
+        raise errors.ApiError(400, "MalformedJSON", message) from None
 
 
-def _too_large(size: int, limit: int) -> ApiError:
-    return ApiError(
+def _too_large(size: int, limit: int) -> errors.ApiError:
+    return errors.ApiError(
         413,
         "PayloadTooLarge",
         f"the body is {size} bytes or more, over the limit of {limit} "
@@ -90,8 +91,8 @@ def fields(body: Any, allowed: tuple[str, ...], where: str = "the body") -> dict
     return body
 
 
-def invalid(field: str, problem: str) -> ApiError:
-    return ApiError(422, "InvalidRequest", f"{field} {problem}")
+def invalid(field: str, problem: str) -> errors.ApiError:
+    return errors.ApiError(422, "InvalidRequest", f"{field} {problem}")
 
 
 def _kind(value: Any) -> str:
@@ -229,8 +230,8 @@ def _limit(value: str) -> int:
     return number
 
 
-def bad_param(name: str, problem: str) -> ApiError:
-    return ApiError(400, "InvalidParameter", f"query parameter {name} {problem}")
+def bad_param(name: str, problem: str) -> errors.ApiError:
+    return errors.ApiError(400, "InvalidParameter", f"query parameter {name} {problem}")
 
 
 def position(value: Any) -> list[Any] | None:

@@ -18,7 +18,7 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
-from perdure import branches, runs, signals
+from perdure import branches, exceptions, runs, signals
 from perdure.app import App, new_id
 from perdure.execution import Execution
 from perdure.store import base
@@ -39,6 +39,7 @@ class Worker:
         self._stopping = False
         self._tick = time.monotonic()
         self._heartbeat_stop = threading.Event()
+        self._reregistering = False  # between losing its identity and registering anew
         self._watched: dict[tuple[str, runs.Key], set[asyncio.Future[None]]] = {}
         self.store: base.Store
         self.body_pool = concurrent.futures.ThreadPoolExecutor(self.concurrency, "perdure-body")
@@ -211,6 +212,8 @@ class Worker:
             if time.monotonic() - self._tick > every * 1.5:
                 log.warning("the event loop is blocked; not renewing the heartbeat")
                 continue
+            if self._reregistering:
+                continue  # its new identity is not registered yet
             try:
                 alive = self.store.heartbeat(self.id)
             except Exception:
@@ -222,6 +225,8 @@ class Worker:
     def _declared_dead(self) -> None:
         """Other workers declared this one dead and may take its runs: stop them all and
         serve on under a new identity."""
+        if self._reregistering:
+            return
         log.error(
             "worker %s was declared dead or lost its liveness lock; dropping its runs "
             "and re-registering",
@@ -230,11 +235,25 @@ class Worker:
         for execution in list(self.active.values()):
             execution.freeze(signals.LeaseLost())
         old, self.id = self.id, new_id("wrk")
+        self._reregistering = True
         self.spawn(self._reregister(old))
 
     async def _reregister(self, old: str) -> None:
-        await self.store.stop_worker(old)  # drops its lock
-        await self._register()
+        """Register the new identity, retrying while the database is unreachable (a server
+        restart, say): claims wait meanwhile, since an unregistered worker may hold nothing."""
+        pause = 0.05
+        try:
+            while not self._stopping:
+                try:
+                    await self.store.stop_worker(old)  # drops its lock
+                    await self._register()
+                    return
+                except exceptions.StoreError as error:
+                    log.warning("registering worker %s failed, retrying: %s", self.id, error)
+                    await asyncio.sleep(pause)
+                    pause = min(pause * 2, 2.0)
+        finally:
+            self._reregistering = False
 
     async def _maintenance_loop(self) -> None:
         while not self._stopping:

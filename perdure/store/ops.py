@@ -253,6 +253,15 @@ def _take(
     assert row is not None
     status = runs.RunStatus(row["status"])
     takeover = status is runs.RunStatus.RUNNING
+    # Read afresh now that the run is locked: the query that found it may have seen an
+    # older state (on PostgreSQL, another worker may have taken it over meanwhile).
+    if takeover and (
+        row["lease_worker"] == worker_id
+        or tx.rows(tx.q.WORKER_ALIVE, {"worker_id": row["lease_worker"]})
+    ):
+        return None
+    if not takeover and status not in CLAIMABLE:
+        return None
     attempt = row["attempts"] if takeover else row["next_attempt"]
     # Crashes in a row: a clean suspension, release or new attempt shows progress.
     recoveries = row["recoveries"] + 1 if takeover else 0
@@ -291,6 +300,11 @@ def _take(
         journal=journal(tx, run_id),
         db_now=tx.now,
     )
+
+
+CLAIMABLE = frozenset(
+    {runs.RunStatus.QUEUED, runs.RunStatus.DELAYED, runs.RunStatus.RETRYING, runs.RunStatus.WAITING}
+)
 
 
 def _end_orphan(tx: Tx, row: Row, recoveries: int, max_recoveries: int) -> None:

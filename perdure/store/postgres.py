@@ -202,6 +202,7 @@ class PostgresStore(batched.BatchedStore):
 
     async def register_worker(self, worker: base.WorkerInfo) -> None:
         # The lock is taken before the worker is visible, so nobody sees it unlocked.
+        self._unlock(worker.id)  # a registration tried before and failed half-way
         loop = asyncio.get_running_loop()
         connect = lambda: self._connection(f"liveness {worker.id}", **KEEPALIVE)  # noqa: E731
         conn = await loop.run_in_executor(None, connect)

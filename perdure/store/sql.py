@@ -78,7 +78,7 @@ RUNNING_IN_SLOT = """SELECT COUNT(*) AS n FROM runs
 
 GET_CLAIM_ROW = """SELECT id, task_id, status, payload, attempts, recoveries, tags, parent_id,
         root_id, idempotency_key, version, executed_seconds, cancel_requested_at, started_at,
-        next_attempt
+        next_attempt, lease_worker
     FROM runs WHERE id = :id"""
 
 TAKE_LEASE = """UPDATE runs SET status = 'running', lease_token = :token,

@@ -155,6 +155,7 @@ class SqliteStore(batched.BatchedStore):
 
     async def register_worker(self, worker: base.WorkerInfo) -> None:
         # The lock is taken before the worker is visible, so nobody sees it unlocked.
+        self._unlock(worker.id)  # a registration tried before and failed half-way
         path = self._lock_path(worker.id)
         path.parent.mkdir(exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)

@@ -34,7 +34,13 @@ def pg_cluster(tmp_path):
 
 async def test_chaos_every_run_completes_once_with_no_double_work(pg_cluster):
     cluster, restart_server = pg_cluster
-    env = {"PERDURE_WORKER_CONCURRENCY": "20"}
+    # A lease far past any stall of an overloaded machine: a worker loses its runs only to
+    # the faults below (a kill, or the restart that ends its liveness session).
+    env = {
+        "PERDURE_WORKER_CONCURRENCY": "20",
+        "PERDURE_LEASE_SECONDS": "15",
+        "PERDURE_HEARTBEAT_SECONDS": "0.5",
+    }
     workers = [cluster.worker(**env) for _ in range(WORKERS)]
     ids = [await cluster.trigger("chaos", {"n": i}) for i in range(RUNS)]
     store = await cluster.client.store()
@@ -72,7 +78,7 @@ async def test_chaos_every_run_completes_once_with_no_double_work(pg_cluster):
     )
 
     effects = cluster.effects()
-    _check_no_double_work(effects, kills, restart)
+    _check_no_double_work(effects, kills, restart, _deaths(cluster.env["PERDURE_DATABASE_URL"]))
     _check_limit(effects, kills, restart)
 
 
@@ -106,8 +112,22 @@ def _executions(effects: list[list[str]]) -> dict[tuple[str, str], list[Executio
     return {key: sorted(runs) for key, runs in found.items()}
 
 
+def _deaths(url: str) -> dict[str, list[float]]:
+    """pid -> when its workers were declared dead (for a failure's message)."""
+    import psycopg
+
+    found: dict[str, list[float]] = defaultdict(list)
+    with psycopg.connect(url) as conn:
+        for pid, dead_at in conn.execute("SELECT pid, dead_at FROM workers WHERE dead_at > 0"):
+            found[str(pid)].append(dead_at)
+    return found
+
+
 def _check_no_double_work(
-    effects: list[list[str]], kills: dict[str, float], restart: tuple[float, float]
+    effects: list[list[str]],
+    kills: dict[str, float],
+    restart: tuple[float, float],
+    deaths: dict[str, list[float]],
 ) -> None:
     """A step body ran again only where every earlier run of it was cut off by a fault:
     its process was killed after it started (before the result was recorded), or it ran
@@ -119,7 +139,9 @@ def _check_no_double_work(
             killed = pid in kills and kills[pid] >= started
             across_restart = started <= restart[1] and (ended is None or ended >= restart[0])
             assert killed or across_restart, (
-                f"{step} of {run_id} ran again after a run in {pid} that no fault cut off"
+                f"{step} of {run_id} ran again after a run in {pid} that no fault cut off: "
+                f"executions {executions}, restart {restart}, kill {kills.get(pid)}, "
+                f"declared dead at {deaths.get(pid)}"
             )
 
 

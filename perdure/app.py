@@ -421,6 +421,18 @@ class App:
         tag_list = list(tags or [])
         if not all(isinstance(t, str) for t in tag_list):
             raise exceptions.PayloadError("tags must be a list of strings")
+        for name, value in (
+            ("tags", tag_list),
+            ("idempotency_key", [idempotency_key]),
+            ("queue", [queue]),
+            ("concurrency_key", [concurrency_key]),
+        ):
+            if any(isinstance(v, str) and "\x00" in v for v in value):
+                raise exceptions.PayloadError(f"{name} must not contain a NUL character")
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise exceptions.PayloadError(f"priority must be an integer, not {priority!r}")
+        if not -(2**31) <= priority < 2**31:
+            raise exceptions.PayloadError("priority must fit in 32 bits (±2,147,483,647)")
         run_id = new_id("run")
         new = base.NewRun(
             id=run_id,

@@ -28,6 +28,7 @@ from perdure import (
     runtime,
     signals,
     steps,
+    telemetry,
     token_waits,
     tokens,
 )
@@ -208,9 +209,13 @@ class Execution:
         error: runs.RunError | None,
         drop: list[runs.Key] | None = None,
     ) -> None:
-        await self.store.finish(
+        ended = await self.store.finish(
             self.lease, status, output, error, drop or [], self._take_progress()
         )
+        if ended and telemetry.enabled():
+            run = await self.store.get_run(self.run_id)
+            if run is not None:
+                telemetry.run_ended(run)
 
     def _escaped_failures(self, error: BaseException) -> list[runs.Key]:
         """Step failures carried by the error that escaped the body: those steps run again

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from perdure import exceptions, failures, runs, runtime, signals
+from perdure import exceptions, failures, runs, runtime, signals, telemetry
 
 if TYPE_CHECKING:
     from perdure.branches import Branch
@@ -77,10 +77,14 @@ async def _attempt(
     entry: runs.Entry
     branch.in_step += 1
     ex.steps_in_flight += 1
+    span = telemetry.step_try(
+        ex.run_id, ex.claim.root_id, spec.name, key, ex.attempt, attempts, started
+    )
     try:
         try:
             try:
-                result = await _run_fn(ex, branch, spec, key, args, kwargs)
+                with span as current:
+                    result = await _run_fn(ex, branch, spec, key, args, kwargs)
             except _FinishedAfterCancel as late:
                 canceled = True
                 result = late.outcome.result()
@@ -103,6 +107,7 @@ async def _attempt(
                 attempt=ex.attempt,
             )
         await ex.record(entry)
+        telemetry.end_step(current, entry)
     finally:
         ex.end_step(branch)
     if canceled:

@@ -17,7 +17,7 @@ from perdure import exceptions, runs, serialization, settings, store, tokens
 from perdure.retry import Retry
 from perdure.store import base
 from perdure.tasks import Out, Task
-from perdure.trace import Trace
+from perdure.trace import Trace, settled_sleeps
 
 T = TypeVar("T")
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lowercase
@@ -173,7 +173,7 @@ class Runs:
         db = await self.app.store()
         return Trace(
             run=run,
-            entries=await db.journal(run_id),
+            entries=settled_sleeps(await db.journal(run_id), await db.now()),
             events=await db.events(run_id),
             logs=await db.logs(run_id),
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,6 +16,20 @@ def _clock(at: float | None) -> str:
     if at is None:
         return "-"
     return datetime.fromtimestamp(at, UTC).astimezone().strftime("%H:%M:%S.%f")[:-3]
+
+
+def settled_sleeps(entries: list[runs.Entry], now: float) -> list[runs.Entry]:
+    """The journal as a reader should see it: a sleep whose deadline has passed is over
+    (the journal keeps it pending, since a sleep's end is its deadline: no write needed)."""
+    return [
+        dataclasses.replace(e, status=runs.EntryStatus.COMPLETED, finished_at=e.wake_at)
+        if e.kind is runs.EntryKind.SLEEP
+        and e.status is runs.EntryStatus.PENDING
+        and e.wake_at is not None
+        and e.wake_at <= now
+        else e
+        for e in entries
+    ]
 
 
 @dataclass(frozen=True, kw_only=True)

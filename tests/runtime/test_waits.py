@@ -251,3 +251,24 @@ async def test_timers_never_fire_early_and_fire_soon_after_their_deadline(make_a
             await handle.result(timeout=15)
     assert min(lateness) >= 0  # never before the deadline
     assert max(lateness) < 2.0  # a generous bound; bench/ measures how prompt it really is
+
+
+async def test_the_trace_shows_a_sleep_pending_until_its_deadline_and_over_after(make_app):
+    app = make_app(suspend_after=0.0)
+
+    @app.task(id="two-naps")
+    async def two_naps() -> None:
+        await perdure.sleep(0.01)
+        await perdure.sleep(3600)
+
+    async with testing.worker(app):
+        handle = await two_naps.trigger()
+
+        async def parked() -> bool:
+            return (await app.runs.get(handle.id)).status is perdure.RunStatus.WAITING
+
+        await until(parked)
+        short, long = (await app.runs.trace(handle.id)).entries
+        assert short.status is perdure.runs.EntryStatus.COMPLETED
+        assert short.finished_at == short.wake_at
+        assert long.status is perdure.runs.EntryStatus.PENDING and long.finished_at is None

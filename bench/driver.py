@@ -12,6 +12,8 @@ import asyncio
 import importlib
 import inspect
 import json
+import signal
+import sys
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +50,8 @@ def main() -> None:
     parser.add_argument("--url", default=None)
     parser.add_argument("--server", default="{}")
     args = parser.parse_args()
+    # SIGTERM (the orchestrator's timeout) unwinds: the processes this driver started stop too
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     module = importlib.import_module(MODULES[args.system])
     function = module.WORKLOADS[args.workload]
     with common.workdir(f"{args.system}-{args.workload}") as directory:

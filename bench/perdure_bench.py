@@ -296,7 +296,7 @@ async def w5(job: Job) -> dict[str, Any]:
             await trigger_all(client, tasks.park, [{}] * (target - parked))
             waiting = "SELECT count(*) FROM runs WHERE status = 'waiting'"
             await asyncio.to_thread(
-                common.wait_until, lambda: scalar(job.url, waiting) >= target, 900, f"{target} parked runs", 0.2
+                common.wait_until, lambda: scalar(job.url, waiting) >= target, 3000, f"{target} parked runs", 0.2
             )
             await asyncio.sleep(job.params.get("settle", 2.0))  # suspended runs have left memory
             now = common.memory(pid)

@@ -65,7 +65,7 @@ async def crash(payload: dict) -> float:
 
 @DBOS.workflow(name="bench-park")
 async def park(payload: dict) -> None:
-    await DBOS.sleep_async(payload.get("sleep", 600.0))
+    await DBOS.sleep_async(payload.get("sleep", 3600.0))
 
 
 def launch() -> None:

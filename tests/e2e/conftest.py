@@ -17,7 +17,9 @@ from tests.e2e.dashboard import API_KEY, CHROMIUM, CHROMIUM_ARGS, STORAGE_KEY, D
 TIMEOUT_MS = 15_000  # any one wait for the page, whatever goes wrong
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: Playwright's sync API keeps an event loop of its own running
+# on this thread while it is open, which would break every asyncio test run after these.
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
     if not CHROMIUM.exists():
         message = f"{CHROMIUM} is missing (apt-get install chromium): the browser tests did not run"
@@ -31,7 +33,7 @@ def browser() -> Iterator[Browser]:
         launched.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def server(browser: Browser, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
     dev = DevServer(tmp_path_factory.mktemp("dashboard")).start()
     try:

@@ -401,7 +401,8 @@ def _clone_sqlite(url: str, template: str, total: int) -> int:
                 {"start": start, "end": end - 1, "tpl": template},
             )
         conn.execute("COMMIT")
-    conn.execute("ANALYZE")
+    # no ANALYZE: perdure never runs it, so a store that grew by itself has no statistics
+    # either (PostgreSQL's autovacuum analyzes a grown table: _clone_postgres does too)
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
     return sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))

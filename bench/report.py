@@ -195,9 +195,9 @@ def build(run: dict[str, Any]) -> dict[str, Any]:
                      f"{cell(local, '{:.0f}')} µs per step")
 
     w7 = w7_rows(records, columns)
-    ratios = ratio_rows(medians, columns)
+    ratio_headers, ratios = ratio_rows(medians, columns)
     notes.insert(0, run["durability"].get("legend", ""))
-    return {"headers": ["figure", *headers], "table": table + w7, "ratios": ratios,
+    return {"headers": ["figure", *headers], "table": table + w7, "ratios": ratios, "ratio_headers": ratio_headers,
             "targets": targets(records, floors, run["sqlite_synchronous"]), "notes": notes}
 
 
@@ -212,34 +212,39 @@ def w7_rows(records: list[Record], columns: list[tuple[str, str | None]]) -> lis
                 scale = 1000 if key == "cpu_s_per_run" else 1
                 found = [scale * v for v in values(records, system, "W7", backend, _path("by_workers", count, key))]
                 line.append(cell(found, fmt) or ("PostgreSQL only" if backend == "sqlite" and system == "perdure"
-                                                 else "not measured (scope)"))
+                                                 else "out of scope"))
             rows.append(line)
     return rows
 
 
 def ratio_rows(medians: dict[tuple[str, str, str | None], float | None],
-               columns: list[tuple[str, str | None]]) -> list[list[str]]:
-    """perdure/peer, by figure: perdure on each backend against each peer column; a peer
-    with a backend is compared on the same backend only."""
+               columns: list[tuple[str, str | None]]) -> tuple[list[str], list[list[str]]]:
+    """perdure/peer on medians: a row per figure and perdure backend, a column per peer;
+    a peer with backends of its own (DBOS) is compared on the same backend only."""
+    peers = [s for s in dict.fromkeys(s for s, _ in columns) if s != "perdure"]
     rows = []
     for row in ROWS:
         for backend in ("sqlite", "postgres"):
             mine = medians.get((row.label, "perdure", backend))
             if not mine:
                 continue
-            for system, peer_backend in columns:
-                if system == "perdure" or (peer_backend is not None and peer_backend != backend):
-                    continue
+            line = [f"{row.label}, perdure {backend}"]
+            for system in peers:
+                peer_backend = backend if system == "dbos" else None
                 theirs = medians.get((row.label, system, peer_backend))
                 if not theirs:
+                    line.append("")
                     continue
                 ratio = mine / theirs
                 faster = 1 / ratio if row.better == "lower" else ratio
-                rows.append([row.label, f"perdure {backend} / {NAMES[system]}"
-                             + (f" {peer_backend}" if peer_backend else ""),
-                             f"{ratio:.2f}", f"perdure {faster:.1f}× {'faster' if faster >= 1 else 'slower'}"
-                             if row.workload in ("W1", "W2", "W3", "W4") and "re-run" not in row.label else ""])
-    return rows
+                timing = row.workload in ("W1", "W2", "W3", "W4") and "re-run" not in row.label
+                how = f"{faster:.1f}× faster" if faster >= 1 else f"{1 / faster:.1f}× slower"
+                verdict = f" ({how})" if timing else ""
+                line.append(f"{ratio:.2f}{verdict}")
+            if any(line[1:]):
+                rows.append(line)
+    headers = ["figure", *[f"/ {NAMES[p]}" + (" (same backend)" if p == "dbos" else "") for p in peers]]
+    return headers, rows
 
 
 def targets(records: list[Record], floors: dict[tuple[str, str], list[float]], synchronous: str) -> list[str]:
@@ -313,8 +318,8 @@ def text(run: dict[str, Any]) -> str:
     out = [_grid(built["headers"], built["table"])]
     out += ["", *built["notes"]] if built["notes"] else []
     if built["ratios"]:
-        out += ["", "perdure / peer (medians; < 1 is faster for times, > 1 for runs/s)",
-                _grid(["figure", "pair", "ratio", ""], built["ratios"])]
+        out += ["", "perdure / peer (medians; for times and memory below 1 is better, for runs/s above 1)",
+                _grid(built["ratio_headers"], built["ratios"])]
     if built["targets"]:
         out += ["", "perdure's targets (BENCHMARKS.md), on this run's medians", *built["targets"]]
     return "\n".join(out)
@@ -325,8 +330,8 @@ def markdown(run: dict[str, Any]) -> str:
     out = [_md(built["headers"], built["table"])]
     out += ["", *[f"- {n}" for n in built["notes"]]] if built["notes"] else []
     if built["ratios"]:
-        out += ["", "perdure / peer (medians; below 1 is faster for times, above 1 for runs/s):", "",
-                _md(["figure", "pair", "ratio", ""], built["ratios"])]
+        out += ["", "perdure / peer (medians; for times and memory below 1 is better, for runs/s above 1):", "",
+                _md(built["ratio_headers"], built["ratios"])]
     if built["targets"]:
         out += ["", "Targets on this run's medians:", "", *[f"- `{t}`" for t in built["targets"]]]
     return "\n".join(out)

@@ -313,9 +313,19 @@ def _verdict(text: str, met: bool) -> str:
 # --- rendering -----------------------------------------------------------------------
 
 
+def header(run: dict[str, Any]) -> str:
+    m, t = run.get("machine", {}), run.get("tree", {})
+    load = lambda key: "/".join(f"{x:.1f}" for x in m.get(key, []))  # noqa: E731
+    return (f"{'quick' if run.get('quick') else 'full'} run {run.get('started', '?')}, "
+            f"{run.get('reps')} repetition(s); perdure {t.get('commit', '?')[:10]}"
+            f"{' + uncommitted changes' if t.get('perdure_uncommitted') else ''}; "
+            f"{m.get('cores')} cores {m.get('cpu', '')}, {m.get('memory_bytes', 0) / 2**30:.0f} GiB; "
+            f"load average {load('loadavg_start')} at the start, {load('loadavg_end')} at the end")
+
+
 def text(run: dict[str, Any]) -> str:
     built = build(run)
-    out = [_grid(built["headers"], built["table"])]
+    out = [header(run), "", _grid(built["headers"], built["table"])]
     out += ["", *built["notes"]] if built["notes"] else []
     if built["ratios"]:
         out += ["", "perdure / peer (medians; for times and memory below 1 is better, for runs/s above 1)",
@@ -327,7 +337,7 @@ def text(run: dict[str, Any]) -> str:
 
 def markdown(run: dict[str, Any]) -> str:
     built = build(run)
-    out = [_md(built["headers"], built["table"])]
+    out = [header(run) + ".", "", _md(built["headers"], built["table"])]
     out += ["", *[f"- {n}" for n in built["notes"]]] if built["notes"] else []
     if built["ratios"]:
         out += ["", "perdure / peer (medians; for times and memory below 1 is better, for runs/s above 1):", "",

@@ -271,6 +271,15 @@ def machine() -> dict[str, Any]:
     }
 
 
+def tree() -> dict[str, Any]:
+    """The perdure code measured: the commit, and whether perdure/ had uncommitted changes."""
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], capture_output=True, text=True, cwd=common.ROOT)
+        return done.stdout.strip()
+
+    return {"commit": git("rev-parse", "HEAD"), "perdure_uncommitted": bool(git("status", "--porcelain", "perdure"))}
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, one repetition: under 3 minutes")
@@ -336,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         "systems": args.systems,
         "backends": args.backends,
         "machine": machine(),
+        "tree": tree(),
         "versions": {**install.versions(), "restate-server": servers.restate_version() if "restate" in args.systems else None,
                      "temporal-cli": servers.temporal_version() if "temporal" in args.systems else None},
         "postgres": pg_settings,

@@ -264,10 +264,11 @@ async def test_the_trace_shows_a_sleep_pending_until_its_deadline_and_over_after
     async with testing.worker(app):
         handle = await two_naps.trigger()
 
-        async def parked() -> bool:
-            return (await app.runs.get(handle.id)).status is perdure.RunStatus.WAITING
+        async def parked_on_the_long_nap() -> bool:
+            trace = await app.runs.trace(handle.id)
+            return trace.run.status is perdure.RunStatus.WAITING and len(trace.entries) == 2
 
-        await until(parked)
+        await until(parked_on_the_long_nap)
         short, long = (await app.runs.trace(handle.id)).entries
         assert short.status is perdure.runs.EntryStatus.COMPLETED
         assert short.finished_at == short.wake_at

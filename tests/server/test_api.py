@@ -199,8 +199,9 @@ async def test_a_trace_has_attempts_steps_waits_children_tokens_and_logs(make_ap
     )
     assert step["duration_ms"] >= 0 and step["key"] == ["0", 1]
     [sleep] = by_kind["sleep"]
-    # A sleep's entry keeps its deadline; it was over when the run went on.
-    assert sleep["wake_at"] > sleep["started_at"] and sleep["status"] == "pending"
+    # A sleep whose deadline has passed is over, and ended at its deadline.
+    assert sleep["wake_at"] > sleep["started_at"] and sleep["status"] == "completed"
+    assert sleep["finished_at"] == sleep["wake_at"]
     [wait] = by_kind["wait"]
     assert wait["status"] == "failed" and wait["token_id"] == trace["tokens"][0]["id"]
     [started] = by_kind["child"]

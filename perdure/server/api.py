@@ -71,10 +71,11 @@ async def list_runs(request: Request) -> JSONResponse:
     query = inputs.run_query(request)
     if query.impossible:
         return JSONResponse({"data": [], "next_cursor": None})
-    found = await app.runs.list(**query.filters, limit=query.limit, cursor=query.cursor)
-    full = len(found) == query.limit
+    # One more than asked: a next page is offered only when it holds something.
+    found = await app.runs.list(**query.filters, limit=query.limit + 1, cursor=query.cursor)
+    page, more = found[: query.limit], len(found) > query.limit
     return JSONResponse(
-        {"data": [shapes.run(r) for r in found], "next_cursor": found[-1].id if full else None}
+        {"data": [shapes.run(r) for r in page], "next_cursor": page[-1].id if more else None}
     )
 
 

@@ -132,16 +132,17 @@ async def test_runs_are_listed_by_every_filter_and_paged_without_gaps(make_app, 
     assert await listed(root_id=ids[3]) == [ids[3]]
     assert await listed(parent_id=ids[3]) == []
 
-    pages, cursor = [], None
-    while True:
-        params = {"limit": 3, **({"cursor": cursor} if cursor else {})}
-        page = (await client.get("/api/v1/runs", params=params)).json()
-        pages.append([r["id"] for r in page["data"]])
-        cursor = page["next_cursor"]
-        if cursor is None:
-            break
-    assert [len(p) for p in pages] == [3, 3, 1]
-    assert [run_id for page in pages for run_id in page] == list(reversed(ids))
+    for size, sizes in ((3, [3, 3, 1]), (7, [7])):  # the last full page offers no next
+        pages, cursor = [], None
+        while True:
+            params = {"limit": size, **({"cursor": cursor} if cursor else {})}
+            page = (await client.get("/api/v1/runs", params=params)).json()
+            pages.append([r["id"] for r in page["data"]])
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        assert [len(p) for p in pages] == sizes
+        assert [run_id for page in pages for run_id in page] == list(reversed(ids))
 
 
 async def test_a_trace_has_attempts_steps_waits_children_tokens_and_logs(make_app, api):

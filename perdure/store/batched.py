@@ -212,10 +212,16 @@ class BatchedStore:
 
     def _write(self, conn: Any, jobs: list[_Job]) -> None:
         outcomes: list[tuple[bool, Any]] = []
+        # Each operation of a batch in a savepoint of its own, so one that fails leaves the
+        # others' writes; an operation alone needs none (its failure rolls back the whole).
+        isolate = len(jobs) > 1
         try:
             self._begin(conn)
             tx = self._tx(conn)
             for job in jobs:
+                if not isolate:
+                    outcomes.append((True, job.op(tx)))
+                    continue
                 conn.execute("SAVEPOINT op")
                 try:
                     outcomes.append((True, job.op(tx)))

@@ -18,11 +18,13 @@ Row = Mapping[str, Any]
 
 
 class Tx(Protocol):
-    """A connection inside a transaction, with the clock read at its start and `q`, the
-    named queries of its backend's dialect."""
+    """A connection inside a transaction, with `now` (the database's clock, read once per
+    transaction) and `q`, the named queries of its backend's dialect."""
 
-    now: float
     q: Any
+
+    @property
+    def now(self) -> float: ...
 
     def rows(self, query: str, params: Mapping[str, Any]) -> Sequence[Row]: ...
     def run(self, query: str, params: Mapping[str, Any]) -> int: ...

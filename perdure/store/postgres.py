@@ -64,8 +64,18 @@ class _Tx:
     def __init__(self, conn: Any) -> None:
         self.conn = conn
         self.q: Any = pg_sql.Q
-        row = conn.execute("SELECT EXTRACT(EPOCH FROM clock_timestamp()) AS now").fetchone()
-        self.now = float(row["now"])
+        self._now: float | None = None
+
+    @property
+    def now(self) -> float:
+        """The database's clock, read when first needed (a checkpoint never needs it: one
+        round trip fewer)."""
+        if self._now is None:
+            row = self.conn.execute(
+                "SELECT EXTRACT(EPOCH FROM clock_timestamp()) AS now"
+            ).fetchone()
+            self._now = float(row["now"])
+        return self._now
 
     def rows(self, query: str, params: Mapping[str, Any]) -> Sequence[ops.Row]:
         cursor = self.conn.execute(query, params)

@@ -60,7 +60,7 @@ CLAIMABLE_RUNS = """WITH busy AS (
     ), candidates AS (
         SELECT id, queue, concurrency_key, priority, due_at, ROW_NUMBER() OVER (
             PARTITION BY queue, concurrency_key ORDER BY priority DESC, due_at, id) AS rn
-        FROM runs
+        FROM runs INDEXED BY runs_due  -- never the index by task, which holds finished runs
         WHERE status IN ('queued', 'delayed', 'retrying', 'waiting') AND due_at <= :now
           AND task_id IN (SELECT value FROM json_each(:task_ids))
           AND (:version IS NULL OR version IS NULL OR version = :version)
@@ -192,7 +192,7 @@ MARK_DEAD = "UPDATE workers SET dead_at = :now WHERE id = :id AND dead_at IS NUL
 UPSERT_QUEUE = """INSERT INTO queues (name, concurrency_limit) VALUES (:name, :limit)
     ON CONFLICT (name) DO UPDATE SET concurrency_limit = excluded.concurrency_limit"""
 
-NEXT_DUE = """SELECT MIN(due_at) AS due FROM runs
+NEXT_DUE = """SELECT MIN(due_at) AS due FROM runs INDEXED BY runs_due
     WHERE status IN ('queued', 'delayed', 'retrying', 'waiting') AND due_at > :now
       AND task_id IN (SELECT value FROM json_each(:task_ids))"""
 

@@ -185,3 +185,21 @@ async def test_processes_that_create_one_database_at_once_all_end_on_the_latest_
             assert await store.migrate() == migrations.LATEST
         finally:
             await store.close()
+
+
+async def test_claiming_reads_only_due_runs_never_finished_or_parked_ones(tmp_path):
+    import json
+    import time
+
+    from perdure.store import sql
+
+    store = SqliteStore(f"sqlite:///{tmp_path / 'plan.db'}")
+    await store.open()
+    await store.close()
+    params = {"task_ids": json.dumps(["task-a"]), "version": None, "now": time.time(), "limit": 9}
+    with sqlite3.connect(tmp_path / "plan.db") as db:
+        for query in (sql.CLAIMABLE_RUNS, sql.NEXT_DUE):
+            plan = [row[3] for row in db.execute("EXPLAIN QUERY PLAN " + query, params)]
+            runs_reads = [step for step in plan if " runs " in f" {step} " and "runs_" in step]
+            assert any("runs_due (due_at" in step for step in runs_reads), plan
+            assert not any("runs_task" in step for step in runs_reads), plan

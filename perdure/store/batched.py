@@ -35,6 +35,10 @@ class _Job:
     write: bool
     future: concurrent.futures.Future[Any]
     notify: bool = False  # claimable work may appear: wake the workers when it commits
+    # Whether its commit must survive a power loss or a database crash before the caller
+    # goes on. A claim need not: lost, it leaves the run claimable again, and its worker's
+    # first checkpoint is refused by the fence.
+    durable: bool = True
 
 
 class BatchedStore:
@@ -58,8 +62,9 @@ class BatchedStore:
     def _tx(self, conn: Any) -> ops.Tx:
         raise NotImplementedError
 
-    def _begin(self, conn: Any) -> None:
-        """Start a write transaction (retrying while another holds the lock)."""
+    def _begin(self, conn: Any, durable: bool) -> None:
+        """Start a write transaction (retrying while another holds the lock); one that
+        need not be `durable` may commit without waiting for the disk."""
         raise NotImplementedError
 
     def _retry(self, fn: Callable[[], T]) -> T:
@@ -216,7 +221,7 @@ class BatchedStore:
         # others' writes; an operation alone needs none (its failure rolls back the whole).
         isolate = len(jobs) > 1
         try:
-            self._begin(conn)
+            self._begin(conn, any(job.durable for job in jobs))
             tx = self._tx(conn)
             for job in jobs:
                 if not isolate:
@@ -245,11 +250,13 @@ class BatchedStore:
             else:
                 job.future.set_exception(value)
 
-    def _submit(self, op: Op, write: bool, notify: bool = False) -> concurrent.futures.Future[Any]:
+    def _submit(
+        self, op: Op, write: bool, notify: bool = False, durable: bool = True
+    ) -> concurrent.futures.Future[Any]:
         if self._thread is None:
             raise exceptions.StoreError("the store is not open (or was closed)")
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        self._jobs.put(_Job(op, write, future, notify))
+        self._jobs.put(_Job(op, write, future, notify, durable))
         return future
 
     async def _read_op(self, op: Op) -> Any:
@@ -332,9 +339,10 @@ class BatchedStore:
     ) -> list[base.Claim]:
         token = lambda: secrets.token_hex(12)  # noqa: E731
         claims: list[base.Claim]
-        claims, contended = await self._write_op(
-            lambda tx: ops.claim(tx, worker_id, task_ids, version, limit, max_recoveries, token)
+        op: Op = lambda tx: ops.claim(  # noqa: E731
+            tx, worker_id, task_ids, version, limit, max_recoveries, token
         )
+        claims, contended = await _outcome(self._submit(op, True, durable=False))
         if contended:
             self._contended()
         return claims

@@ -134,8 +134,11 @@ class PostgresStore(batched.BatchedStore):
     def _tx(self, conn: Any) -> ops.Tx:
         return _Tx(conn)
 
-    def _begin(self, conn: Any) -> None:
-        conn.execute("BEGIN")
+    def _begin(self, conn: Any, durable: bool) -> None:
+        if durable:
+            conn.execute("BEGIN")
+        else:
+            conn.execute("BEGIN; SET LOCAL synchronous_commit TO off")
 
     def _translate(self, error: BaseException) -> BaseException:
         psycopg = _psycopg()

@@ -102,7 +102,11 @@ class SqliteStore(batched.BatchedStore):
     def _tx(self, conn: sqlite3.Connection) -> ops.Tx:
         return _Tx(conn)
 
-    def _begin(self, conn: sqlite3.Connection) -> None:
+    def _begin(self, conn: sqlite3.Connection, durable: bool) -> None:
+        # In WAL mode, NORMAL commits without an fsync (the next FULL commit's fsync
+        # covers them); never stricter than the database's own setting.
+        keep = durable or self._synchronous in ("NORMAL", "OFF")
+        conn.execute(f"PRAGMA synchronous={self._synchronous if keep else 'NORMAL'}")
         _retry_busy(lambda: conn.execute("BEGIN IMMEDIATE"))
 
     def _retry(self, fn: Callable[[], T]) -> T:

@@ -216,10 +216,18 @@ class BatchedStore:
             job.future.set_result(result)
 
     def _write(self, conn: Any, jobs: list[_Job]) -> None:
+        """Commit a batch of writes as one transaction. First all together, the fast way;
+        if one of them fails, the whole is rolled back and run again with each operation
+        in a savepoint of its own, so its failure leaves the others' writes."""
+        if len(jobs) > 1 and self._commit(conn, jobs, isolate=False):
+            return
+        self._commit(conn, jobs, isolate=len(jobs) > 1, final=True)
+
+    def _commit(self, conn: Any, jobs: list[_Job], isolate: bool, final: bool = False) -> bool:
+        """Run the batch and commit it; whether its outcomes were delivered (always, when
+        `final`; otherwise only if every operation succeeded)."""
         outcomes: list[tuple[bool, Any]] = []
-        # Each operation of a batch in a savepoint of its own, so one that fails leaves the
-        # others' writes; an operation alone needs none (its failure rolls back the whole).
-        isolate = len(jobs) > 1
+        committing = False
         try:
             self._begin(conn, any(job.durable for job in jobs))
             tx = self._tx(conn)
@@ -236,19 +244,25 @@ class BatchedStore:
                     conn.execute("RELEASE SAVEPOINT op")
                     outcomes.append((False, self._translate(error)))
             self._before_commit(conn, jobs)
+            committing = True
             conn.execute("COMMIT")
         except BaseException as error:
             with contextlib.suppress(Exception):
                 conn.execute("ROLLBACK")
+            # An operation failed: run them again, isolated. A failed COMMIT is never run
+            # again here (it may have taken effect): its callers learn of it.
+            if not final and not committing and isinstance(error, Exception):
+                return False
             failure = self._translate(error)
             for job in jobs:
                 job.future.set_exception(failure)
-            return
+            return True
         for job, (ok, value) in zip(jobs, outcomes, strict=True):
             if ok:
                 job.future.set_result(value)
             else:
                 job.future.set_exception(value)
+        return True
 
     def _submit(
         self, op: Op, write: bool, notify: bool = False, durable: bool = True

@@ -324,3 +324,22 @@ async def test_list_runs_comes_newest_first_across_pages(store: base.Store) -> N
     first = await store.list_runs(base.RunFilter(limit=2))
     rest = await store.list_runs(base.RunFilter(limit=2, cursor=first[-1].id))
     assert [r.id for r in first + rest] == newest_first
+
+
+async def test_a_write_that_fails_among_many_at_once_fails_alone(store: base.Store) -> None:
+    # Writes made at once are committed together; one that fails must neither undo nor
+    # fail the others, and must leave nothing of its own behind.
+    import asyncio
+
+    news = [new_run() for _ in range(30)]
+    results = await asyncio.gather(
+        *[store.create_run(n) for n in news[:15]],
+        store.cancel_run("run_that_does_not_exist"),
+        store.retry_run("run_that_does_not_exist"),
+        *[store.create_run(n) for n in news[15:]],
+        return_exceptions=True,
+    )
+    failed = [r for r in results if isinstance(r, BaseException)]
+    assert [type(f) for f in failed] == [perdure.RunNotFound, perdure.RunNotFound]
+    listed = await store.list_runs(base.RunFilter(limit=100))
+    assert sorted(r.id for r in listed) == sorted(n.id for n in news)

@@ -48,15 +48,29 @@ def step_span_id(run_id: str, key: runs.Key, attempt: int, try_: int) -> int:
     return _id(64, "step", run_id, key.branch, key.seq, key.sub, attempt, try_)
 
 
+_trace_api: Any = None  # opentelemetry.trace once imported; False if not installed
+_last: tuple[Any, Any] = (None, None)  # the provider last asked, and its SDK tracer or None
+
+
 def _tracer() -> Any:
-    """The SDK tracer, or None when no SDK tracer provider is configured."""
-    try:
-        from opentelemetry import trace
-    except ImportError:
+    """The SDK tracer, or None when no SDK tracer provider is configured. Called for every
+    step: the import and each provider's tracer are looked up once."""
+    global _trace_api
+    if _trace_api is None:
+        try:
+            from opentelemetry import trace as api
+        except ImportError:
+            _trace_api = False
+        else:
+            _trace_api = api
+    if _trace_api is False:
         return None
-    provider = tracer_provider or trace.get_tracer_provider()
-    tracer = provider.get_tracer(TRACER_NAME)
-    return tracer if hasattr(tracer, "id_generator") else None
+    global _last
+    provider = tracer_provider or _trace_api.get_tracer_provider()
+    if _last[0] is not provider:
+        tracer = provider.get_tracer(TRACER_NAME)
+        _last = (provider, tracer if hasattr(tracer, "id_generator") else None)
+    return _last[1]
 
 
 class _Fixed:

@@ -85,6 +85,7 @@ class SqliteStore(batched.BatchedStore):
                 f"sqlite_synchronous must be one of {', '.join(SYNCHRONOUS)}, not {synchronous!r}"
             )
         self._synchronous = mode
+        self._mode = mode  # the connection's synchronous setting now
         self.wakeup = wakeup.Wakeup(self.path)
 
     def _closed(self) -> None:
@@ -106,7 +107,10 @@ class SqliteStore(batched.BatchedStore):
         # In WAL mode, NORMAL commits without an fsync (the next FULL commit's fsync
         # covers them); never stricter than the database's own setting.
         keep = durable or self._synchronous in ("NORMAL", "OFF")
-        conn.execute(f"PRAGMA synchronous={self._synchronous if keep else 'NORMAL'}")
+        mode = self._synchronous if keep else "NORMAL"
+        if mode != self._mode:  # a pragma only when it changes
+            conn.execute(f"PRAGMA synchronous={mode}")
+            self._mode = mode
         _retry_busy(lambda: conn.execute("BEGIN IMMEDIATE"))
 
     def _retry(self, fn: Callable[[], T]) -> T:
@@ -130,6 +134,7 @@ class SqliteStore(batched.BatchedStore):
             _retry_busy(lambda: migrations.check_schema(conn, self.path))
             _retry_busy(lambda: conn.execute("PRAGMA journal_mode=WAL").fetchall())
             conn.execute(f"PRAGMA synchronous={self._synchronous}")
+            self._mode = self._synchronous
             conn.execute("PRAGMA foreign_keys=OFF")
             migrations.apply(conn, lambda: _retry_busy(lambda: conn.execute("BEGIN IMMEDIATE")))
         except sqlite3.DatabaseError as error:

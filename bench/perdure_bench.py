@@ -162,6 +162,7 @@ class CpuMeter:
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def start(self) -> None:
+        self._conn = pg.connect() if self.db is not None else None
         self._read(baseline=True)
         self._thread.start()
 
@@ -169,6 +170,8 @@ class CpuMeter:
         self._stop.set()
         self._thread.join()
         self._read()
+        if self._conn is not None:
+            self._conn.close()
         spent = {"workers": 0.0, "postgres": 0.0}
         for key, value in self.last.items():
             spent[key[0]] += value - self.first.get(key, 0.0)
@@ -185,7 +188,7 @@ class CpuMeter:
     def _read(self, baseline: bool = False) -> None:
         pids = [("workers", pid) for p in self.procs for pid in common.descendants(p.pid)]
         if self.db is not None:
-            pids += [("postgres", pid) for pid in pg.backend_pids(self.db)]
+            pids += [("postgres", pid) for pid in pg.backend_pids(self.db, self._conn)]
         for key in pids:
             value = common.cpu_seconds(key[1])
             if value is None:

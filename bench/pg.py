@@ -53,13 +53,20 @@ def drop(name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def backend_pids(name: str) -> list[int]:
-    with _connect() as conn:
-        rows = conn.execute(
-            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-            (name,),
-        ).fetchall()
+def backend_pids(name: str, conn: Any = None) -> list[int]:
+    """The pids of this database's backends (on `conn` if given: a sampler keeps one open
+    rather than start a backend for each look)."""
+    if conn is None:
+        with _connect() as own:
+            return backend_pids(name, own)
+    rows = conn.execute(
+        "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (name,)
+    ).fetchall()
     return [int(r[0]) for r in rows]
+
+
+def connect() -> Any:
+    return _connect()
 
 
 def size(name: str) -> int:

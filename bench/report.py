@@ -323,9 +323,20 @@ def header(run: dict[str, Any]) -> str:
             f"load average {load('loadavg_start')} at the start, {load('loadavg_end')} at the end")
 
 
+def changed(run: dict[str, Any]) -> str | None:
+    """A warning when perdure's code changed while the run went on (each measurement
+    records the commit it ran, and whether perdure/ had uncommitted changes)."""
+    seen = {(r["tree"]["commit"][:10], r["tree"]["perdure_uncommitted"])
+            for r in run["records"] if r.get("system") == "perdure" and "tree" in r}
+    if len(seen) <= 1:
+        return None
+    listed = ", ".join(f"{c}{' + uncommitted' if dirty else ''}" for c, dirty in sorted(seen))
+    return f"WARNING: perdure's code changed during this run; its measurements ran on {listed}"
+
+
 def text(run: dict[str, Any]) -> str:
     built = build(run)
-    out = [header(run), "", _grid(built["headers"], built["table"])]
+    out = [header(run), *filter(None, [changed(run)]), "", _grid(built["headers"], built["table"])]
     out += ["", *built["notes"]] if built["notes"] else []
     if built["ratios"]:
         out += ["", "perdure / peer (medians; for times and memory below 1 is better, for runs/s above 1)",
@@ -337,7 +348,7 @@ def text(run: dict[str, Any]) -> str:
 
 def markdown(run: dict[str, Any]) -> str:
     built = build(run)
-    out = [header(run) + ".", "", _md(built["headers"], built["table"])]
+    out = [header(run) + ".", *filter(None, [changed(run)]), "", _md(built["headers"], built["table"])]
     out += ["", *[f"- {n}" for n in built["notes"]]] if built["notes"] else []
     if built["ratios"]:
         out += ["", "perdure / peer (medians; for times and memory below 1 is better, for runs/s above 1):", "",

@@ -143,7 +143,7 @@ def durability(synchronous: str, pg_settings: dict[str, str]) -> dict[str, str]:
 def measure(system: str, workload: str, backend: str | None, rep: int, args: argparse.Namespace,
             server: dict[str, Any], url: str | None = None) -> dict[str, Any]:
     record: dict[str, Any] = {"system": system, "workload": workload, "backend": backend, "rep": rep,
-                              "params": params(system, workload, args.quick)}
+                              "params": params(system, workload, args.quick), "tree": tree()}
     db = None
     if backend == "postgres" and url is None:
         db = f"bench_{system}_{workload.replace('-', '_').lower()}_{os.getpid()}"
@@ -204,6 +204,13 @@ def _brief(record: dict[str, Any]) -> str:
     if "error" in record:
         return "ERROR " + record["error"][:200]
     r = record["result"]
+    sizes = sorted(k for k in r if k.isdigit())
+    if sizes:  # W5
+        return "; ".join(f"{k} parked: RSS {r[k]['rss'] / 2**20:.0f} MiB (peak {r[k]['peak_rss'] / 2**20:.0f})"
+                         for k in sorted(sizes, key=int))
+    if "by_workers" in r:  # W7
+        return "; ".join(f"{k} workers {v['runs_per_s']:.0f} runs/s {1000 * v['cpu_s_per_run']:.1f} CPU-ms/run"
+                         for k, v in r["by_workers"].items())
     for key, fmt in (("us_per_step", "{:.0f} µs/step"), ("runs_per_s", "{:.0f} runs/s"),
                      ("p50_ms", "p50 {:.1f} ms"), ("restart_to_done_s", "restart→done {:.2f} s"),
                      ("claim_to_new_step_ms", "{:.0f} ms"), ("load_seconds", "loaded in {:.0f} s")):

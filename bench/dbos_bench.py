@@ -232,7 +232,8 @@ async def w5(job: Job) -> dict[str, Any]:
             target = int(target)
             await enqueue_all(client, "bench-park", [{}] * (target - parked))
             sleeping = f"SELECT count(*) FROM {table(job, 'operation_outputs')} WHERE function_name = 'DBOS.sleep'"
-            await asyncio.to_thread(common.wait_until, lambda: count(job, sleeping) >= target, 3000, "parked workflows", 0.2)
+            parked_enough = lambda n=target, q=sleeping: count(job, q) >= n  # noqa: E731
+            await asyncio.to_thread(common.wait_until, parked_enough, 3000, "parked workflows", 0.2)
             await asyncio.sleep(job.params.get("settle", 2.0))
             now = common.memory(proc.pid)
             found[str(target)] = {

@@ -298,9 +298,8 @@ async def w5(job: Job) -> dict[str, Any]:
             target = int(target)
             await trigger_all(client, tasks.park, [{}] * (target - parked))
             waiting = "SELECT count(*) FROM runs WHERE status = 'waiting'"
-            await asyncio.to_thread(
-                common.wait_until, lambda: scalar(job.url, waiting) >= target, 3000, f"{target} parked runs", 0.2
-            )
+            parked_enough = lambda n=target, q=waiting: scalar(job.url, q) >= n  # noqa: E731
+            await asyncio.to_thread(common.wait_until, parked_enough, 3000, f"{target} parked runs", 0.2)
             await asyncio.sleep(job.params.get("settle", 2.0))  # suspended runs have left memory
             now = common.memory(pid)
             found[str(target)] = {

@@ -25,7 +25,7 @@ def available() -> str | None:
     try:
         with _connect() as conn:
             conn.execute("SELECT 1")
-    except Exception as error:  # noqa: BLE001 - any failure means: no PostgreSQL here
+    except Exception as error:
         return f"{type(error).__name__}: {error}".strip()
     return None
 

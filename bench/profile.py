@@ -30,7 +30,6 @@ from typing import Any
 
 from bench import common, pg
 
-
 # --- anatomy -------------------------------------------------------------------------
 
 
@@ -101,10 +100,9 @@ def instrument() -> list[dict[str, Any]]:
 
 async def anatomy(url: str, steps: int, runs: int = 0) -> dict[str, Any]:
     os.environ["PERDURE_DATABASE_URL"] = url
+    from bench.apps import perdure_app as tasks
     from perdure import testing
     from perdure.store import postgres, sqlite  # noqa: F401  (their classes get the timers)
-
-    from bench.apps import perdure_app as tasks
 
     records = instrument()
     async with testing.worker(tasks.app, concurrency=100):
@@ -152,7 +150,6 @@ async def anatomy(url: str, steps: int, runs: int = 0) -> dict[str, Any]:
 
 async def spy(workload: str, url: str, n: int, idle: bool, out: Path) -> Path:
     import perdure
-
     from bench.apps import perdure_app as tasks
 
     env = common.child_env({"PERDURE_DATABASE_URL": url})

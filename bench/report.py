@@ -177,17 +177,16 @@ def build(run: dict[str, Any]) -> dict[str, Any]:
                 step, floor = medians[(row.label, system, backend)], median(floors.get((backend, label or ""), []))
                 ratio.append(f"{step / floor:.1f}× ({label})" if step and floor else "n/a")
             table.append(ratio)
-        if row.workload == "W3":
-            if row.label.endswith("p50 ms") and "dbos" in systems:
-                direct = ["W3 DBOS direct, in-process, p50/p99 ms"]
-                for system, backend in columns:
-                    if system != "dbos":
-                        direct.append("")
-                        continue
-                    p50 = values(records, "dbos", "W3-direct", backend, _path("p50_ms"))
-                    p99 = values(records, "dbos", "W3-direct", backend, _path("p99_ms"))
-                    direct.append(f"{cell(p50, '{:.1f}')} / {cell(p99, '{:.1f}')}" if p50 else "")
-                table.append(direct)
+        if row.workload == "W3" and row.label.endswith("p50 ms") and "dbos" in systems:
+            direct = ["W3 DBOS direct, in-process, p50/p99 ms"]
+            for system, backend in columns:
+                if system != "dbos":
+                    direct.append("")
+                    continue
+                p50 = values(records, "dbos", "W3-direct", backend, _path("p50_ms"))
+                p99 = values(records, "dbos", "W3-direct", backend, _path("p99_ms"))
+                direct.append(f"{cell(p50, '{:.1f}')} / {cell(p99, '{:.1f}')}" if p50 else "")
+            table.append(direct)
     local = values(records, "temporal", "W1", None, _path("us_per_step_local_activity"))
     notes = []
     if local:
@@ -371,7 +370,9 @@ def main() -> None:
     import json
     import sys
 
-    run = json.loads(open(sys.argv[1]).read())
+    from pathlib import Path
+
+    run = json.loads(Path(sys.argv[1]).read_text())
     print(markdown(run) if "--markdown" in sys.argv else text(run))
 
 

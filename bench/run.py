@@ -79,26 +79,26 @@ QUICK: dict[str, dict[str, Any]] = {
     "W2": {"runs": 300},
     "W3": {"runs": 30},
     "W4": {"runs": 50, "sleep": 2.0},
-    "W5": {"parked": [200, 1000], "settle": 0.5},
+    "W5": {"parked": [100, 500], "settle": 0.5},
     "W6": {"steps": 1000},
-    "W7": {"runs": 150, "workers": [1, 2, 4]},
+    "W7": {"runs": 100, "workers": [1, 2, 4]},
     "W8": {"runs": 30, "finished": 20_000},
 }
 # where a peer is too slow for the common size in reasonable time, a smaller one (stated
 # in the JSON); DBOS's W3 pause spans its queue's 1 s polling period (see common.idle_gap)
 OVERRIDES: dict[tuple[str, str, bool], dict[str, Any]] = {
     ("temporal", "W2", False): {"runs": 500},
-    ("temporal", "W2", True): {"runs": 30},
+    ("temporal", "W2", True): {"runs": 15},
     ("temporal", "W4", True): {"runs": 10},
-    ("restate", "W2", True): {"runs": 100},
+    ("restate", "W2", True): {"runs": 60},
     ("dbos", "W1", True): {"steps": 100},
-    ("dbos", "W2", True): {"runs": 30},
-    ("dbos", "W3", True): {"runs": 4, "gap": 1.0},
+    ("dbos", "W2", True): {"runs": 20},
+    ("dbos", "W3", True): {"runs": 3, "gap": 1.0},
     ("dbos", "W3", False): {"runs": 100, "gap": 1.0},
     ("dbos", "W3-direct", True): {},  # in-process: no polling cycle to spread over
     ("dbos", "W3-direct", False): {},
     ("dbos", "W5", False): {"parked": [1_000, 10_000]},
-    ("dbos", "W5", True): {"parked": [50, 100], "settle": 0.5},
+    ("dbos", "W5", True): {"parked": [30, 60], "settle": 0.5},
 }
 
 

@@ -27,6 +27,10 @@ class Tx(Protocol):
     def now(self) -> float: ...
 
     def rows(self, query: str, params: Mapping[str, Any]) -> Sequence[Row]: ...
+    def values(self, query: str, params: Mapping[str, Any]) -> Sequence[tuple[Any, ...]]:
+        """Rows as plain tuples, in the query's column order: for reads of many rows."""
+        ...
+
     def run(self, query: str, params: Mapping[str, Any]) -> int: ...
 
 
@@ -73,12 +77,16 @@ def run_from_row(row: Row) -> runs.Run:
     )
 
 
+_KINDS = {kind.value: kind for kind in runs.EntryKind}
+_STATUSES = {status.value: status for status in runs.EntryStatus}
+
+
 def entry_from_row(row: Row) -> runs.Entry:
     return runs.Entry(
         key=runs.Key(branch=row["branch"], seq=row["seq"], sub=row["sub"]),
-        kind=runs.EntryKind(row["kind"]),
+        kind=_KINDS[row["kind"]],
         name=row["name"],
-        status=runs.EntryStatus(row["status"]),
+        status=_STATUSES[row["status"]],
         result=row["result"],
         error=_json(row["error"]),
         attempts=row["attempts"],
@@ -103,7 +111,30 @@ def require_run(tx: Tx, run_id: str) -> runs.Run:
 
 
 def journal(tx: Tx, run_id: str) -> list[runs.Entry]:
-    return [entry_from_row(r) for r in tx.rows(tx.q.LIST_JOURNAL, {"run_id": run_id})]
+    """A run's whole journal (read at every claim: a long journal makes it the claim's
+    main cost, hence plain tuples, in ENTRY_COLUMNS' order)."""
+    entries = []
+    Entry, Key, kinds, statuses = runs.Entry, runs.Key, _KINDS, _STATUSES
+    for values in tx.values(tx.q.LIST_JOURNAL, {"run_id": run_id}):
+        order, branch, seq, sub, kind, name, status, result, error, attempts = values[:10]
+        wake_at, started_at, finished_at, attempt = values[10:]
+        entries.append(
+            Entry(
+                key=Key(branch=branch, seq=seq, sub=sub),
+                kind=kinds[kind],
+                name=name,
+                status=statuses[status],
+                result=result,
+                error=None if error is None else json.loads(error),
+                attempts=attempts,
+                wake_at=wake_at,
+                started_at=started_at,
+                finished_at=finished_at,
+                attempt=attempt,
+                order=order,
+            )
+        )
+    return entries
 
 
 # --- events ----------------------------------------------------------------------------

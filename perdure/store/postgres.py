@@ -85,6 +85,11 @@ class _Tx:
     def run(self, query: str, params: Mapping[str, Any]) -> int:
         return int(self.conn.execute(query, params).rowcount)
 
+    def values(self, query: str, params: Mapping[str, Any]) -> Sequence[tuple[Any, ...]]:
+        cursor = self.conn.cursor(row_factory=_psycopg().rows.tuple_row)
+        found: Sequence[tuple[Any, ...]] = cursor.execute(query, params).fetchall()
+        return found
+
 
 class PostgresStore(batched.BatchedStore):
     """The Store on one PostgreSQL database, shared by any number of processes."""

@@ -50,6 +50,12 @@ class _Tx:
     def run(self, query: str, params: Mapping[str, Any]) -> int:
         return self.conn.execute(query, params).rowcount
 
+    def values(self, query: str, params: Mapping[str, Any]) -> Sequence[tuple[Any, ...]]:
+        cursor = self.conn.cursor()
+        cursor.row_factory = None
+        found: Sequence[tuple[Any, ...]] = cursor.execute(query, params).fetchall()
+        return found
+
 
 def _is_busy(error: sqlite3.OperationalError) -> bool:
     text = str(error)

@@ -45,7 +45,8 @@ LIST_LOGS = """SELECT attempt, branch, seq, level, message, at FROM logs
 # --- claiming ------------------------------------------------------------------------------
 
 # Running runs whose worker is gone (dead, stopped, or never registered).
-ORPHANED_RUNS = """SELECT r.id FROM runs r LEFT JOIN workers w ON w.id = r.lease_worker
+ORPHANED_RUNS = """SELECT r.id FROM runs r INDEXED BY runs_by_worker
+    LEFT JOIN workers w ON w.id = r.lease_worker
     WHERE r.status = 'running' AND r.lease_worker != :worker_id
       AND (w.id IS NULL OR w.dead_at IS NOT NULL OR w.stopped_at IS NOT NULL)
       AND r.task_id IN (SELECT value FROM json_each(:task_ids))

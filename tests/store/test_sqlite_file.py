@@ -198,8 +198,12 @@ async def test_claiming_reads_only_due_runs_never_finished_or_parked_ones(tmp_pa
     await store.close()
     params = {"task_ids": json.dumps(["task-a"]), "version": None, "now": time.time(), "limit": 9}
     with sqlite3.connect(tmp_path / "plan.db") as db:
-        for query in (sql.CLAIMABLE_RUNS, sql.NEXT_DUE):
+        for query, index in (
+            (sql.CLAIMABLE_RUNS, "runs_due (due_at"),
+            (sql.NEXT_DUE, "runs_due (due_at"),
+            (sql.ORPHANED_RUNS, "runs_by_worker"),
+        ):
+            params = {**params, "worker_id": "wrk"}
             plan = [row[3] for row in db.execute("EXPLAIN QUERY PLAN " + query, params)]
-            runs_reads = [step for step in plan if " runs " in f" {step} " and "runs_" in step]
-            assert any("runs_due (due_at" in step for step in runs_reads), plan
-            assert not any("runs_task" in step for step in runs_reads), plan
+            assert any(index in step for step in plan), plan
+            assert not any("runs_task" in step for step in plan), plan

@@ -40,10 +40,9 @@ def instrument() -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = []
     by_future: dict[int, dict[str, Any]] = {}
     local: dict[str, Any] = {}
-    submit, write, begin, outcome = (batched.BatchedStore._submit, batched.BatchedStore._write,
-                                     None, batched._outcome)
+    submit, write, outcome = batched.BatchedStore._submit, batched.BatchedStore._write, batched._outcome
 
-    def _submit(self: Any, op: Any, write: bool, notify: bool = False) -> Any:
+    def _submit(self: Any, op: Any, write: bool, *args: Any, **kwargs: Any) -> Any:
         rec = {"submit": time.perf_counter(), "write": write, "name": getattr(op, "__qualname__", "?")}
 
         def timed(tx: Any) -> Any:
@@ -54,20 +53,20 @@ def instrument() -> list[dict[str, Any]]:
                 rec["op_end"] = time.perf_counter()
 
         timed.rec = rec  # type: ignore[attr-defined]
-        future = submit(self, timed, write, notify)
+        future = submit(self, timed, write, *args, **kwargs)
         future.add_done_callback(lambda _: rec.__setitem__("done", time.perf_counter()))
         by_future[id(future)] = rec
         records.append(rec)
         return future
 
-    def _write(self: Any, conn: Any, jobs: list[Any]) -> Any:
+    def _write(self: Any, conn: Any, jobs: list[Any], *args: Any, **kwargs: Any) -> Any:
         batch = [job.op.rec for job in jobs if hasattr(job.op, "rec")]
         start = time.perf_counter()
         for rec in batch:
             rec["batch_start"], rec["batch_size"] = start, len(jobs)
         local["batch"] = batch
         try:
-            return write(self, conn, jobs)
+            return write(self, conn, jobs, *args, **kwargs)
         finally:
             end = time.perf_counter()
             for rec in batch:
@@ -81,21 +80,22 @@ def instrument() -> list[dict[str, Any]]:
         return waiter
 
     for cls in batched.BatchedStore.__subclasses__():
-        original = cls._begin
-
-        def _begin(self: Any, conn: Any, _original: Any = original) -> Any:
-            try:
-                return _original(self, conn)
-            finally:
-                for rec in local.get("batch", []):
-                    rec["begun"] = time.perf_counter()
-
-        cls._begin = _begin  # type: ignore[method-assign]
-    del begin
+        cls._begin = _timed_begin(cls._begin, local)  # type: ignore[method-assign]
     batched.BatchedStore._submit = _submit  # type: ignore[method-assign]
     batched.BatchedStore._write = _write  # type: ignore[method-assign]
     batched._outcome = _outcome
     return records
+
+
+def _timed_begin(original: Any, local: dict[str, Any]) -> Any:
+    def _begin(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            for rec in local.get("batch", []):
+                rec["begun"] = time.perf_counter()
+
+    return _begin
 
 
 async def anatomy(url: str, steps: int, runs: int = 0) -> dict[str, Any]:
@@ -122,7 +122,7 @@ async def anatomy(url: str, steps: int, runs: int = 0) -> dict[str, Any]:
         phases["total: submitted → loop resumes"].append(rec["resumed"] - rec["submit"])
         phases["queue: submitted → store thread picks it up"].append(rec["batch_start"] - rec["submit"])
         phases["BEGIN"].append(rec["begun"] - rec["batch_start"])
-        phases["statements (savepoint, lease check, upsert)"].append(rec["op_end"] - rec["op_start"])
+        phases["the operation's statements (lease check, upsert)"].append(rec["op_end"] - rec["op_start"])
         phases["other statements before the op (SAVEPOINT)"].append(rec["op_start"] - rec["begun"])
         phases["COMMIT (+ RELEASE, before-commit hook)"].append(rec["done"] - rec["op_end"])
         phases["hand-back: result set → loop resumes"].append(rec["resumed"] - rec["done"])

@@ -41,7 +41,7 @@ def deployed(job: Job, env: dict[str, str] | None = None) -> Iterator[tuple[comm
         response.raise_for_status()
         yield proc, port
     finally:
-        proc.stop(timeout=2)  # hypercorn would wait out the server's open HTTP/2 streams
+        proc.stop(timeout=0.5)  # hypercorn would wait out the server's open HTTP/2 streams
 
 
 async def call(client: httpx.AsyncClient, job: Job, handler: str, payload: Any) -> Any:
@@ -168,7 +168,7 @@ async def w4(job: Job) -> dict[str, Any]:
                 for invocation in ids:
                     await attach(client, job, invocation)
         finally:
-            second.stop(timeout=2)
+            second.stop(timeout=0.5)
     return crash_report(job.dir, n, sleep, killed, restarted)
 
 

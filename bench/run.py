@@ -74,7 +74,7 @@ FULL: dict[str, dict[str, Any]] = {
     "W8": {"runs": 200, "finished": 1_000_000},
 }
 QUICK: dict[str, dict[str, Any]] = {
-    "W0": {"commits": 200},
+    "W0": {"commits": 500},  # fsync latency is bursty on a virtual disk: not too few
     "W1": {"steps": 300, "activity_steps": 20},  # Temporal: 20 activities, 300 local activities
     "W2": {"runs": 300},
     "W3": {"runs": 30},

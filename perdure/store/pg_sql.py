@@ -18,6 +18,9 @@ from typing import Any
 from perdure.store import sql
 
 _IN_TASKS = "task_id IN (SELECT jsonb_array_elements_text(CAST(:task_ids AS jsonb)))"
+_DUE = f"""r.status IN ('queued', 'delayed', 'retrying', 'waiting') AND r.due_at <= :now
+              AND r.{_IN_TASKS}
+              AND (CAST(:version AS text) IS NULL OR r.version IS NULL OR r.version = :version)"""
 
 OVERRIDES: dict[str, str] = {
     "ORPHANED_RUNS": f"""SELECT r.id FROM runs r LEFT JOIN workers w ON w.id = r.lease_worker
@@ -31,20 +34,23 @@ OVERRIDES: dict[str, str] = {
             SELECT queue, concurrency_key AS ckey, COUNT(*) AS n FROM runs
             WHERE status = 'running' GROUP BY queue, concurrency_key
         ), candidates AS (
-            SELECT id, queue, concurrency_key, priority, due_at, ROW_NUMBER() OVER (
-                PARTITION BY queue, concurrency_key ORDER BY priority DESC, due_at, id) AS rn
-            FROM runs
-            WHERE status IN ('queued', 'delayed', 'retrying', 'waiting') AND due_at <= :now
-              AND {_IN_TASKS}
-              AND (CAST(:version AS text) IS NULL OR version IS NULL OR version = :version)
+            SELECT r.id, r.queue, r.concurrency_key, r.priority, r.due_at, q.concurrency_limit,
+                ROW_NUMBER() OVER (PARTITION BY r.queue, r.concurrency_key
+                                   ORDER BY r.priority DESC, r.due_at, r.id) AS rn
+            FROM runs r
+            JOIN queues q ON q.name = r.queue AND q.concurrency_limit IS NOT NULL
+            WHERE {_DUE}
         ), ranked AS (
-            SELECT c.id FROM candidates c
-            LEFT JOIN queues q ON q.name = c.queue
-            LEFT JOIN busy b ON b.queue = c.queue
-                AND b.ckey IS NOT DISTINCT FROM c.concurrency_key
-            WHERE q.concurrency_limit IS NULL OR c.rn <= q.concurrency_limit - COALESCE(b.n, 0)
-            ORDER BY c.priority DESC, c.due_at, c.id
-            LIMIT :scan
+            (SELECT r.id FROM runs r
+             WHERE {_DUE} AND NOT EXISTS (SELECT 1 FROM queues q
+                 WHERE q.name = r.queue AND q.concurrency_limit IS NOT NULL)
+             ORDER BY r.priority DESC, r.due_at, r.id LIMIT :scan)
+            UNION ALL
+            (SELECT c.id FROM candidates c
+             LEFT JOIN busy b ON b.queue = c.queue
+                 AND b.ckey IS NOT DISTINCT FROM c.concurrency_key
+             WHERE c.rn <= c.concurrency_limit - COALESCE(b.n, 0)
+             ORDER BY c.priority DESC, c.due_at, c.id LIMIT :scan)
         )
         SELECT r.id, r.queue, r.concurrency_key, q.concurrency_limit FROM runs r
         LEFT JOIN queues q ON q.name = r.queue

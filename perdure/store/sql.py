@@ -54,23 +54,41 @@ ORPHANED_RUNS = """SELECT r.id FROM runs r INDEXED BY runs_by_worker
     LIMIT :limit"""
 
 # Due runs, at most as many per (queue, concurrency key) as the queue's limit leaves free:
-# a full queue never hides the runs of other queues or keys behind it.
-CLAIMABLE_RUNS = """WITH busy AS (
+# a full queue never hides the runs of other queues or keys behind it. Only the runs of
+# limited queues are ranked; the others are taken straight by priority and due time, so a
+# long backlog in an unlimited queue costs a claim no sort of it all.
+_DUE = """r.status IN ('queued', 'delayed', 'retrying', 'waiting') AND r.due_at <= :now
+          AND r.task_id IN (SELECT value FROM json_each(:task_ids))
+          AND (:version IS NULL OR r.version IS NULL OR r.version = :version)"""
+
+CLAIMABLE_RUNS = f"""WITH busy AS (
         SELECT queue, concurrency_key AS ckey, COUNT(*) AS n FROM runs
         WHERE status = 'running' GROUP BY queue, concurrency_key
     ), candidates AS (
-        SELECT id, queue, concurrency_key, priority, due_at, ROW_NUMBER() OVER (
-            PARTITION BY queue, concurrency_key ORDER BY priority DESC, due_at, id) AS rn
-        FROM runs INDEXED BY runs_due  -- never the index by task, which holds finished runs
-        WHERE status IN ('queued', 'delayed', 'retrying', 'waiting') AND due_at <= :now
-          AND task_id IN (SELECT value FROM json_each(:task_ids))
-          AND (:version IS NULL OR version IS NULL OR version = :version)
+        SELECT r.id, r.queue, r.concurrency_key, r.priority, r.due_at, q.concurrency_limit,
+            ROW_NUMBER() OVER (PARTITION BY r.queue, r.concurrency_key
+                               ORDER BY r.priority DESC, r.due_at, r.id) AS rn
+        FROM runs r INDEXED BY runs_due  -- never the index by task, with its finished runs
+        JOIN queues q ON q.name = r.queue AND q.concurrency_limit IS NOT NULL
+        WHERE {_DUE}
+    ), ranked AS (
+        SELECT * FROM (
+            SELECT r.id, r.queue, r.concurrency_key, r.priority, r.due_at,
+                NULL AS concurrency_limit
+            FROM runs r INDEXED BY runs_due
+            WHERE {_DUE} AND NOT EXISTS (SELECT 1 FROM queues q
+                WHERE q.name = r.queue AND q.concurrency_limit IS NOT NULL)
+            ORDER BY r.priority DESC, r.due_at, r.id LIMIT :limit)
+        UNION ALL
+        SELECT * FROM (
+            SELECT c.id, c.queue, c.concurrency_key, c.priority, c.due_at, c.concurrency_limit
+            FROM candidates c
+            LEFT JOIN busy b ON b.queue = c.queue AND b.ckey IS c.concurrency_key
+            WHERE c.rn <= c.concurrency_limit - COALESCE(b.n, 0)
+            ORDER BY c.priority DESC, c.due_at, c.id LIMIT :limit)
     )
-    SELECT c.id, c.queue, c.concurrency_key, q.concurrency_limit FROM candidates c
-    LEFT JOIN queues q ON q.name = c.queue
-    LEFT JOIN busy b ON b.queue = c.queue AND b.ckey IS c.concurrency_key
-    WHERE q.concurrency_limit IS NULL OR c.rn <= q.concurrency_limit - COALESCE(b.n, 0)
-    ORDER BY c.priority DESC, c.due_at, c.id
+    SELECT id, queue, concurrency_key, concurrency_limit FROM ranked
+    ORDER BY priority DESC, due_at, id
     LIMIT :limit"""
 
 # Runs holding slots of one (queue, concurrency key), counted once its slots are locked.

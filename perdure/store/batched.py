@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from perdure import exceptions, runs
-from perdure.store import admin, base, ops, waits
+from perdure.store import admin, base, claims, ops, waits
 from perdure.store import children as child_ops
 
 T = TypeVar("T")
@@ -352,14 +352,14 @@ class BatchedStore:
         max_recoveries: int,
     ) -> list[base.Claim]:
         token = lambda: secrets.token_hex(12)  # noqa: E731
-        claims: list[base.Claim]
-        op: Op = lambda tx: ops.claim(  # noqa: E731
+        taken: list[base.Claim]
+        op: Op = lambda tx: claims.claim(  # noqa: E731
             tx, worker_id, task_ids, version, limit, max_recoveries, token
         )
-        claims, contended = await _outcome(self._submit(op, True, durable=False))
+        taken, contended = await _outcome(self._submit(op, True, durable=False))
         if contended:
             self._contended()
-        return claims
+        return taken
 
     async def next_due(self, task_ids: list[str]) -> float | None:
         """When the earliest not-yet-due run of these tasks becomes due."""

@@ -210,149 +210,6 @@ def create_run(tx: Tx, new: base.NewRun) -> tuple[str, bool]:
     return new.id, False
 
 
-# --- claiming ----------------------------------------------------------------------------
-
-
-def claim(
-    tx: Tx,
-    worker_id: str,
-    task_ids: list[str],
-    version: str | None,
-    limit: int,
-    max_recoveries: int,
-    token: Any,
-) -> tuple[list[base.Claim], bool]:
-    """Take up to `limit` runs: orphans of dead workers first, then due runs by priority
-    and due time, as many per limited (queue, concurrency key) as its free slots allow.
-    `token` is a callable returning a fresh lease token. Also says whether runs were left
-    because another claim held their slots (worth claiming again once it commits)."""
-    if not tx.rows(tx.q.WORKER_ALIVE, {"worker_id": worker_id}):
-        return [], False  # declared dead or stopped: it may hold nothing more
-    expire(tx)
-    params = {
-        "task_ids": json.dumps(task_ids),
-        "version": version,
-        "now": tx.now,
-        "worker_id": worker_id,
-    }
-    orphans = [r["id"] for r in tx.rows(tx.q.ORPHANED_RUNS, {**params, "limit": limit})]
-    due: list[str] = []
-    contended = False
-    room = limit - len(orphans)
-    if room > 0:
-        found = tx.rows(tx.q.CLAIMABLE_RUNS, {**params, "limit": room, "scan": room * 4})
-        due, contended = _admit(tx, found)
-    taken = (_take(tx, i, worker_id, version, max_recoveries, token()) for i in orphans + due)
-    return [c for c in taken if c], contended
-
-
-def _admit(tx: Tx, found: Sequence[Row]) -> tuple[list[str], bool]:
-    """The found runs that fit their slots, counted under the slots' lock (the count the
-    query made may be stale by the time it returns: another worker may have claimed since)."""
-    free: dict[tuple[str, str | None], int] = {}
-    admitted, contended = [], False
-    for row in found:
-        if row["concurrency_limit"] is None:
-            admitted.append(row["id"])
-            continue
-        slot = (row["queue"], row["concurrency_key"])
-        if slot not in free:
-            params = {"queue": slot[0], "ckey": slot[1]}
-            if tx.rows(tx.q.LOCK_SLOT, params)[0]["taken"]:
-                running = tx.rows(tx.q.RUNNING_IN_SLOT, params)[0]["n"]
-                free[slot] = row["concurrency_limit"] - running
-            else:
-                free[slot], contended = 0, True
-        if free[slot] > 0:
-            free[slot] -= 1
-            admitted.append(row["id"])
-    return admitted, contended
-
-
-def expire(tx: Tx) -> None:
-    """End queued and delayed runs whose ttl passed before any worker took them."""
-    error = runs.RunError(type="expired", message="the run's ttl passed before it started")
-    for row in tx.rows(tx.q.EXPIRED_RUNS, {"now": tx.now}):
-        tx.run(tx.q.EXPIRE, {"id": row["id"], "now": tx.now, "error": json.dumps(error.to_json())})
-        tx.run(tx.q.FREE_KEY, {"run_id": row["id"]})
-        record_event(tx, row["id"], None, "expired", 0, None, "ttl passed")
-        _ended(tx, row["id"])
-
-
-def _take(
-    tx: Tx, run_id: str, worker_id: str, version: str | None, max_recoveries: int, token: str
-) -> base.Claim | None:
-    row = one(tx, tx.q.GET_CLAIM_ROW, {"id": run_id})
-    assert row is not None
-    status = runs.RunStatus(row["status"])
-    takeover = status is runs.RunStatus.RUNNING
-    # Read afresh now that the run is locked: the query that found it may have seen an
-    # older state (on PostgreSQL, another worker may have taken it over meanwhile).
-    if takeover and (
-        row["lease_worker"] == worker_id
-        or tx.rows(tx.q.WORKER_ALIVE, {"worker_id": row["lease_worker"]})
-    ):
-        return None
-    if not takeover and status not in CLAIMABLE:
-        return None
-    attempt = row["attempts"] if takeover else row["next_attempt"]
-    # Crashes in a row: a clean suspension, release or new attempt shows progress.
-    recoveries = row["recoveries"] + 1 if takeover else 0
-    if takeover and recoveries > max_recoveries:
-        _end_orphan(tx, row, recoveries, max_recoveries)
-        return None
-    tx.run(
-        tx.q.TAKE_LEASE,
-        {
-            "id": run_id,
-            "token": token,
-            "worker_id": worker_id,
-            "attempt": attempt,
-            "recoveries": recoveries,
-            "version": version,
-            "now": tx.now,
-            "executed_seconds": row["executed_seconds"] if attempt == row["attempts"] else 0,
-        },
-    )
-    detail = "takeover" if takeover else None
-    record_event(tx, run_id, status.value, "running", attempt, worker_id, detail)
-    return base.Claim(
-        lease=base.Lease(run_id=run_id, token=token),
-        task_id=row["task_id"],
-        payload=row["payload"],
-        attempt=attempt,
-        recoveries=recoveries,
-        tags=json.loads(row["tags"]),
-        parent_id=row["parent_id"],
-        root_id=row["root_id"],
-        idempotency_key=row["idempotency_key"],
-        version=row["version"] or version,
-        executed_seconds=row["executed_seconds"] if attempt == row["attempts"] else 0.0,
-        resumed_from=status,
-        cancel_requested=row["cancel_requested_at"] is not None,
-        journal=journal(tx, run_id),
-        db_now=tx.now,
-    )
-
-
-CLAIMABLE = frozenset(
-    {runs.RunStatus.QUEUED, runs.RunStatus.DELAYED, runs.RunStatus.RETRYING, runs.RunStatus.WAITING}
-)
-
-
-def _end_orphan(tx: Tx, row: Row, recoveries: int, max_recoveries: int) -> None:
-    """A run whose worker died too often in a row: it ends, so crash loops end."""
-    status = runs.RunStatus.FAILED
-    error = runs.RunError(
-        type="WorkerCrashed",
-        message=f"the run's worker died {recoveries} times in a row "
-        f"(max_recoveries={max_recoveries}); its last step may crash the process",
-    )
-    token = "orphan"
-    tx.run(tx.q.SET_LEASE_TOKEN, {"token": token, "id": row["id"]})
-    _finish(tx, base.Lease(run_id=row["id"], token=token), status, None, error, [], None)
-
-
 # --- writes of a leased run ------------------------------------------------------------------
 
 
@@ -497,7 +354,7 @@ def retry_later(
     return True
 
 
-def _finish(
+def finish(
     tx: Tx,
     lease: base.Lease,
     status: runs.RunStatus,
@@ -521,11 +378,11 @@ def _finish(
         tx.run(tx.q.CANCEL_RUN_TOKENS, {"run_id": lease.run_id, "now": tx.now})
         _cancel_children(tx, lease.run_id)
     _progress(tx, lease.run_id, progress)
-    _ended(tx, lease.run_id)
+    ended(tx, lease.run_id)
     return True
 
 
-def _ended(tx: Tx, run_id: str) -> None:
+def ended(tx: Tx, run_id: str) -> None:
     from perdure.store import children  # children builds on this module
 
     children.child_ended(tx, run_id)
@@ -537,9 +394,6 @@ def _cancel_children(tx: Tx, run_id: str) -> None:
 
     for child in children.unfinished_children(tx, run_id):
         cancel_run(tx, child)
-
-
-finish = _finish
 
 
 # --- client transitions ---------------------------------------------------------------------
@@ -561,7 +415,7 @@ def cancel_run(tx: Tx, run_id: str) -> runs.Run:
         tx.run(tx.q.FREE_KEY, {"run_id": run_id})
         tx.run(tx.q.CANCEL_RUN_TOKENS, {"run_id": run_id, "now": tx.now})
         record_event(tx, run_id, run.status.value, "canceled", run.attempts, None, "canceled")
-        _ended(tx, run_id)
+        ended(tx, run_id)
     _cancel_children(tx, run_id)
     return require_run(tx, run_id)
 

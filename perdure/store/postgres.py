@@ -259,22 +259,6 @@ class PostgresStore(batched.BatchedStore):
         )
         return not found[0]["free"]
 
-    def _reap(self, tx: ops.Tx, lease_seconds: float) -> list[str]:
-        dead = []
-        for row in tx.rows(tx.q.LIVE_WORKERS, {}):
-            if row["id"] in self._locks:
-                continue
-            silent = tx.now - row["heartbeat_at"] > lease_seconds
-            # A session lock held by a live worker cannot be taken; a dead one's can.
-            free = tx.rows(
-                "SELECT pg_try_advisory_xact_lock(%(key)s) AS free",
-                {"key": _worker_lock_key(row["id"])},
-            )[0]["free"]
-            if silent or free:
-                tx.run(tx.q.MARK_DEAD, {"id": row["id"], "now": tx.now})
-                dead.append(row["id"])
-        return dead
-
 
 class Wakeup:
     """LISTEN/NOTIFY: a thread listens on a connection of its own and wakes the loop."""

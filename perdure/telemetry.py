@@ -107,16 +107,32 @@ def _ns(seconds: float) -> int:
     return int(seconds * 1e9)
 
 
-@contextlib.contextmanager
+_NO_SPAN = contextlib.nullcontext()
+
+
 def step_try(
     run_id: str, root_id: str, name: str, key: runs.Key, attempt: int, try_: int, started: float
-) -> Iterator[Any]:
+) -> contextlib.AbstractContextManager[Any]:
     """The span of one try of a step, current while it runs; ended by the caller with
-    `end_step` once the try is recorded (or never, if the process dies first)."""
+    `end_step` once the try is recorded (or never, if the process dies first). Without a
+    tracer, a shared do-nothing context: nothing is built on a step's hot path."""
     tracer = _tracer()
     if tracer is None:
-        yield None
-        return
+        return _NO_SPAN
+    return _step_span(tracer, run_id, root_id, name, key, attempt, try_, started)
+
+
+@contextlib.contextmanager
+def _step_span(
+    tracer: Any,
+    run_id: str,
+    root_id: str,
+    name: str,
+    key: runs.Key,
+    attempt: int,
+    try_: int,
+    started: float,
+) -> Iterator[Any]:
     from opentelemetry import trace
 
     span = _start(

@@ -33,6 +33,7 @@ class Worker:
         self.concurrency = concurrency or self.settings.worker_concurrency
         self.id = new_id("wrk")
         self.active: dict[str, Execution] = {}
+        self._executing: dict[str, asyncio.Task[Any]] = {}  # run id -> its execution's task
         self.task_ids = sorted(app.tasks)
         self._background: set[asyncio.Task[Any]] = set()
         self._kick = asyncio.Event()
@@ -145,16 +146,19 @@ class Worker:
         self._kick.set()
 
     def _start(self, claim: base.Claim) -> None:
-        if claim.lease.run_id in self.active:
-            log.error("run %s was claimed again while it runs here", claim.lease.run_id)
-            return
-        task = self.app.tasks[claim.task_id]
-        execution = Execution(self, task, claim)
-        self.active[claim.lease.run_id] = execution
-        self.spawn(self._execute(execution))
+        run_id = claim.lease.run_id
+        execution = Execution(self, self.app.tasks[claim.task_id], claim)
+        # A run claimed again while its last execution here still winds down (it suspended
+        # and its wait was settled at once): that execution's lease is void, so its writes
+        # are refused; the new one starts once it is gone.
+        previous = self._executing.get(run_id)
+        self.active[run_id] = execution
+        self._executing[run_id] = self.spawn(self._execute(execution, previous))
 
-    async def _execute(self, execution: Execution) -> None:
+    async def _execute(self, execution: Execution, previous: asyncio.Task[Any] | None) -> None:
         try:
+            if previous is not None:
+                await asyncio.wait([previous])
             await execution.run()
         except Exception:
             log.exception("run %s: the worker could not record its outcome", execution.run_id)
@@ -162,6 +166,7 @@ class Worker:
         finally:
             if self.active.get(execution.run_id) is execution:
                 del self.active[execution.run_id]
+                del self._executing[execution.run_id]
             self.kick()
 
     async def hand_back(self, execution: Execution) -> None:

@@ -263,10 +263,16 @@ def checkpoint(
     tx: Tx, lease: base.Lease, entries: list[runs.Entry], progress: base.Progress | None
 ) -> bool:
     """Entries' `result` must already be JSON text (or None)."""
-    if not lease_held(tx, lease):
-        return False
-    for entry in entries:
-        tx.run(tx.q.UPSERT_ENTRY, entry_params(lease.run_id, entry))
+    if not entries:
+        if not lease_held(tx, lease):
+            return False
+    else:
+        first, *rest = entries
+        fenced = {**entry_params(lease.run_id, first), "token": lease.token}
+        if not tx.run(tx.q.UPSERT_ENTRY_FENCED, fenced):
+            return False  # the lease is gone: nothing was written
+        for entry in rest:
+            tx.run(tx.q.UPSERT_ENTRY, entry_params(lease.run_id, entry))
     _progress(tx, lease.run_id, progress)
     return True
 

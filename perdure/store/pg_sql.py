@@ -97,6 +97,17 @@ OVERRIDES: dict[str, str] = {
     "TOKENS_SETTLED": "SELECT 1 WHERE false",
     "CHECK_LEASE": """SELECT 1 FROM runs WHERE id = :run_id AND lease_token = :token
         FOR SHARE""",
+    # The SELECT list's parameters carry no column types: cast what is not text.
+    "UPSERT_ENTRY_FENCED": f"""WITH held AS (
+            SELECT 1 FROM runs WHERE id = :run_id AND lease_token = :token FOR SHARE)
+        INSERT INTO journal (run_id, branch, seq, sub, kind, name, status, result, error,
+            attempts, wake_at, started_at, finished_at, attempt)
+        SELECT :run_id, :branch, CAST(:seq AS integer), :sub, :kind, :name, :status,
+            CAST(:result AS text), CAST(:error AS text), CAST(:attempts AS integer),
+            CAST(:wake_at AS float8), CAST(:started_at AS float8),
+            CAST(:finished_at AS float8), CAST(:attempt AS integer)
+        FROM held
+        {sql._ENTRY_UPDATE}""",
     "GET_RUN_STATE": """SELECT status, attempts, lease_token, lease_worker, idempotency_key,
             task_id
         FROM runs WHERE id = :id FOR UPDATE""",
@@ -122,7 +133,7 @@ def dialect() -> Any:
     queries = {
         name: value
         for name, value in vars(sql).items()
-        if name.isupper() and isinstance(value, str)
+        if name.isupper() and not name.startswith("_") and isinstance(value, str)
     }
     queries.update(OVERRIDES)
     return SimpleNamespace(**{name: to_pyformat(text) for name, text in queries.items()})

@@ -118,14 +118,26 @@ EXPIRE = """UPDATE runs SET status = 'expired', finished_at = :now, error = :err
 
 CHECK_LEASE = "SELECT 1 FROM runs WHERE id = :run_id AND lease_token = :token"
 
-UPSERT_ENTRY = """INSERT INTO journal (run_id, branch, seq, sub, kind, name, status, result,
-        error, attempts, wake_at, started_at, finished_at, attempt)
-    VALUES (:run_id, :branch, :seq, :sub, :kind, :name, :status, :result, :error, :attempts,
-        :wake_at, :started_at, :finished_at, :attempt)
-    ON CONFLICT (run_id, branch, seq, sub) DO UPDATE SET status = excluded.status,
+_ENTRY_UPDATE = """ON CONFLICT (run_id, branch, seq, sub) DO UPDATE SET status = excluded.status,
         result = excluded.result, error = excluded.error, attempts = excluded.attempts,
         wake_at = excluded.wake_at, finished_at = excluded.finished_at,
         attempt = excluded.attempt"""
+
+UPSERT_ENTRY = f"""INSERT INTO journal (run_id, branch, seq, sub, kind, name, status, result,
+        error, attempts, wake_at, started_at, finished_at, attempt)
+    VALUES (:run_id, :branch, :seq, :sub, :kind, :name, :status, :result, :error, :attempts,
+        :wake_at, :started_at, :finished_at, :attempt)
+    {_ENTRY_UPDATE}"""
+
+# UPSERT_ENTRY and CHECK_LEASE in one statement, for a checkpoint's first entry: it writes
+# (and counts one row) only while the run's lease is held. One statement fewer per step,
+# which on PostgreSQL is one network round trip fewer.
+UPSERT_ENTRY_FENCED = f"""INSERT INTO journal (run_id, branch, seq, sub, kind, name, status,
+        result, error, attempts, wake_at, started_at, finished_at, attempt)
+    SELECT :run_id, :branch, :seq, :sub, :kind, :name, :status, :result, :error, :attempts,
+        :wake_at, :started_at, :finished_at, :attempt
+    WHERE EXISTS (SELECT 1 FROM runs WHERE id = :run_id AND lease_token = :token)
+    {_ENTRY_UPDATE}"""
 
 DELETE_ENTRY = """DELETE FROM journal
     WHERE run_id = :run_id AND branch = :branch AND seq = :seq AND sub = :sub"""

@@ -81,6 +81,11 @@ class SqliteStore(batched.BatchedStore):
     """The Store on one SQLite file, shared by any number of processes on one machine."""
 
     label = "sqlite"
+    # A write transaction begun with BEGIN IMMEDIATE holds the file's write lock: none of
+    # its statements waits on another process, so a lone write may run on the caller's
+    # thread. (On PostgreSQL any statement may wait on a row lock: writes stay on the
+    # store's thread there, off the event loop.)
+    _inline_writes = True
 
     def __init__(self, url: str, *, synchronous: str = "full") -> None:
         super().__init__()
@@ -110,6 +115,20 @@ class SqliteStore(batched.BatchedStore):
         return _Tx(conn)
 
     def _begin(self, conn: sqlite3.Connection, durable: bool) -> None:
+        self._durability(conn, durable)
+        _retry_busy(lambda: conn.execute("BEGIN IMMEDIATE"))
+
+    def _try_begin(self, conn: sqlite3.Connection, durable: bool) -> bool:
+        self._durability(conn, durable)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as error:
+            if _is_busy(error):
+                return False
+            raise
+        return True
+
+    def _durability(self, conn: sqlite3.Connection, durable: bool) -> None:
         # In WAL mode, NORMAL commits without an fsync (the next FULL commit's fsync
         # covers them); never stricter than the database's own setting.
         keep = durable or self._synchronous in ("NORMAL", "OFF")
@@ -117,7 +136,6 @@ class SqliteStore(batched.BatchedStore):
         if mode != self._mode:  # a pragma only when it changes
             conn.execute(f"PRAGMA synchronous={mode}")
             self._mode = mode
-        _retry_busy(lambda: conn.execute("BEGIN IMMEDIATE"))
 
     def _retry(self, fn: Callable[[], T]) -> T:
         return _retry_busy(fn)

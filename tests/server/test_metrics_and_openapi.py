@@ -46,7 +46,12 @@ async def test_metrics_count_runs_queues_workers_and_steps_from_the_store(make_a
             response = await api(app).get("/metrics")
             assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
             found = samples(response.text)
-            return found if found['perdure_queue_running{queue="single"}'] == 1 else None
+            # Runs are counted before queues: both must have seen the held run's claim.
+            running = (
+                found['perdure_runs{status="running"}'],
+                found['perdure_queue_running{queue="single"}'],
+            )
+            return found if running == (1, 1) else None
 
         found = await until(scraped)
         assert found['perdure_runs{status="completed"}'] == 3

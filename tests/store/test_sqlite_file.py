@@ -8,6 +8,7 @@ import asyncio
 import hashlib
 import sqlite3
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -207,3 +208,49 @@ async def test_claiming_reads_only_due_runs_never_finished_or_parked_ones(tmp_pa
             plan = [row[3] for row in db.execute("EXPLAIN QUERY PLAN " + query, params)]
             assert any(index in step for step in plan), plan
             assert not any("runs_task" in step for step in plan), plan
+
+
+# --- where writes are made -------------------------------------------------------------------
+
+
+async def test_a_lone_write_is_made_at_once_on_the_callers_thread(tmp_path: Path) -> None:
+    """No thread hand-off for a write with nothing to share a commit with (a run's steps
+    one after another): its cost is its own statements and commit."""
+    store = SqliteStore(url(tmp_path / "db.sqlite"))
+    await store.open()
+    try:
+        made_on = await store._write_op(lambda tx: threading.get_ident())
+        assert made_on == threading.get_ident()
+    finally:
+        await store.close()
+
+
+async def test_writes_made_at_once_share_a_commit_on_the_stores_thread(tmp_path: Path) -> None:
+    store = SqliteStore(url(tmp_path / "db.sqlite"))
+    await store.open()
+    try:
+        made = await asyncio.gather(
+            *[store._write_op(lambda tx: (threading.get_ident(), id(tx))) for _ in range(20)]
+        )
+        assert threading.get_ident() not in {thread for thread, _ in made}
+        assert len({tx for _, tx in made}) < 20  # transactions shared by several writes
+    finally:
+        await store.close()
+
+
+async def test_a_write_waiting_for_another_process_lets_the_event_loop_run(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite"
+    store = SqliteStore(url(path))
+    await store.open()
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another process's write transaction
+        write = asyncio.ensure_future(store.probe_write())
+        for _ in range(10):
+            await asyncio.sleep(0.01)  # the loop turns while the write waits
+        assert not write.done()
+        other.execute("COMMIT")
+        await asyncio.wait_for(write, timeout=10)
+    finally:
+        other.close()
+        await store.close()

@@ -34,66 +34,81 @@ from bench import common, pg
 
 
 def instrument() -> list[dict[str, Any]]:
-    """Wrap the batching store's hand-offs with timers; the records they fill."""
+    """Wrap the batching store's paths with timers; the records they fill. A write is
+    made either at once on the caller's thread (`_inline`) or by the store's thread in a
+    batch (`_commit`); both begin, run their operations and commit through `_commit`."""
     from perdure.store import batched
 
     records: list[dict[str, Any]] = []
-    by_future: dict[int, dict[str, Any]] = {}
     local: dict[str, Any] = {}
-    submit, write, outcome = batched.BatchedStore._submit, batched.BatchedStore._write, batched._outcome
+    cls = batched.BatchedStore
+    write_op, submit, inline, commit = cls._write_op, cls._submit, cls._inline, cls._commit
 
-    def _submit(self: Any, op: Any, write: bool, *args: Any, **kwargs: Any) -> Any:
-        rec = {"submit": time.perf_counter(), "write": write, "name": getattr(op, "__qualname__", "?")}
-
-        def timed(tx: Any) -> Any:
+    def timed(op: Any, rec: dict[str, Any]) -> Any:
+        def run(tx: Any) -> Any:
             rec["op_start"] = time.perf_counter()
             try:
                 return op(tx)
             finally:
                 rec["op_end"] = time.perf_counter()
 
-        timed.rec = rec  # type: ignore[attr-defined]
-        future = submit(self, timed, write, *args, **kwargs)
-        future.add_done_callback(lambda _: rec.__setitem__("done", time.perf_counter()))
-        by_future[id(future)] = rec
-        records.append(rec)
-        return future
+        run.rec = rec  # type: ignore[attr-defined]
+        return run
 
-    def _write(self: Any, conn: Any, jobs: list[Any], *args: Any, **kwargs: Any) -> Any:
+    async def _write_op(self: Any, op: Any, *args: Any, **kwargs: Any) -> Any:
+        rec = {"submit": time.perf_counter(), "write": True, "name": getattr(op, "__qualname__", "?")}
+        records.append(rec)
+        try:
+            return await write_op(self, timed(op, rec), *args, **kwargs)
+        finally:
+            rec["resumed"] = time.perf_counter()
+
+    def _submit(self: Any, op: Any, write: bool) -> Any:
+        rec = {"submit": time.perf_counter(), "write": write, "name": getattr(op, "__qualname__", "?")}
+        records.append(rec)
+        return submit(self, timed(op, rec), write)
+
+    def _inline(self: Any, job: Any) -> Any:
+        local["inline_start"] = time.perf_counter()
+        made = inline(self, job)
+        if made and hasattr(job.op, "rec"):
+            job.op.rec["inline"] = True
+        return made
+
+    def _commit(self: Any, conn: Any, jobs: list[Any], *args: Any, **kwargs: Any) -> Any:
         batch = [job.op.rec for job in jobs if hasattr(job.op, "rec")]
-        start = time.perf_counter()
+        begun = kwargs.get("begun", False)  # made at once: it began in `_inline`
+        start = local.pop("inline_start") if begun else time.perf_counter()
         for rec in batch:
             rec["batch_start"], rec["batch_size"] = start, len(jobs)
+            if begun:
+                rec["begun"] = local["begun"]
         local["batch"] = batch
         try:
-            return write(self, conn, jobs, *args, **kwargs)
+            return commit(self, conn, jobs, *args, **kwargs)
         finally:
             end = time.perf_counter()
             for rec in batch:
-                rec["batch_end"] = end
+                rec["done"] = end
 
-    def _outcome(job: Any) -> Any:
-        waiter = outcome(job)
-        rec = by_future.pop(id(job), None)
-        if rec is not None:
-            waiter.add_done_callback(lambda _: rec.__setitem__("resumed", time.perf_counter()))
-        return waiter
-
-    for cls in batched.BatchedStore.__subclasses__():
-        cls._begin = _timed_begin(cls._begin, local)  # type: ignore[method-assign]
-    batched.BatchedStore._submit = _submit  # type: ignore[method-assign]
-    batched.BatchedStore._write = _write  # type: ignore[method-assign]
-    batched._outcome = _outcome
+    for sub in cls.__subclasses__():
+        sub._begin = _timed_begin(sub._begin, local, in_batch=True)  # type: ignore[method-assign]
+        sub._try_begin = _timed_begin(sub._try_begin, local, in_batch=False)  # type: ignore[method-assign]
+    cls._write_op = _write_op  # type: ignore[method-assign]
+    cls._submit = _submit  # type: ignore[method-assign]
+    cls._inline = _inline  # type: ignore[method-assign]
+    cls._commit = _commit  # type: ignore[method-assign]
     return records
 
 
-def _timed_begin(original: Any, local: dict[str, Any]) -> Any:
+def _timed_begin(original: Any, local: dict[str, Any], in_batch: bool) -> Any:
     def _begin(self: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return original(self, *args, **kwargs)
         finally:
-            for rec in local.get("batch", []):
-                rec["begun"] = time.perf_counter()
+            local["begun"] = now = time.perf_counter()
+            for rec in local.get("batch", []) if in_batch else ():
+                rec["begun"] = now
 
     return _begin
 
@@ -120,12 +135,12 @@ async def anatomy(url: str, steps: int, runs: int = 0) -> dict[str, Any]:
         phases["loop: resumed → next checkpoint submitted"].append(rec["submit"] - prev["resumed"])
     for rec in ckpt:
         phases["total: submitted → loop resumes"].append(rec["resumed"] - rec["submit"])
-        phases["queue: submitted → store thread picks it up"].append(rec["batch_start"] - rec["submit"])
+        phases["before the write begins (the loop's turn, or the queue)"].append(rec["batch_start"] - rec["submit"])
         phases["BEGIN"].append(rec["begun"] - rec["batch_start"])
-        phases["the operation's statements (lease check, upsert)"].append(rec["op_end"] - rec["op_start"])
-        phases["other statements before the op (SAVEPOINT)"].append(rec["op_start"] - rec["begun"])
-        phases["COMMIT (+ RELEASE, before-commit hook)"].append(rec["done"] - rec["op_end"])
-        phases["hand-back: result set → loop resumes"].append(rec["resumed"] - rec["done"])
+        phases["the operation's statements (fenced upsert)"].append(rec["op_end"] - rec["op_start"])
+        phases["other statements before the op"].append(rec["op_start"] - rec["begun"])
+        phases["COMMIT (+ before-commit hook)"].append(rec["done"] - rec["op_end"])
+        phases["hand-back: committed → loop resumes"].append(rec["resumed"] - rec["done"])
     others = collections.Counter(r["name"] for r in records if "checkpoint" not in r["name"])
     writes = [r for r in records if r["write"] and "batch_size" in r]
     return {
@@ -138,6 +153,7 @@ async def anatomy(url: str, steps: int, runs: int = 0) -> dict[str, Any]:
         "writes_by_kind": dict(collections.Counter(r["name"].split(".")[1] for r in writes if "." in r["name"])),
         "us_per_step": per_step,
         "checkpoints": len(ckpt),
+        "checkpoints made at once on the loop's thread": sum(1 for r in ckpt if r.get("inline")),
         "batch_sizes": dict(collections.Counter(r.get("batch_size") for r in ckpt)),
         "median_us": {k: 1e6 * statistics.median(v) for k, v in phases.items()},
         "mean_us": {k: 1e6 * statistics.fmean(v) for k, v in phases.items()},

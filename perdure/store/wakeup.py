@@ -28,10 +28,17 @@ class Wakeup:
     def listen(self, name: str) -> None:
         if self._sock is not None:
             self.close_listener()
-        self.directory.mkdir(mode=0o700, exist_ok=True)
         path = self.directory / f"{name}.sock"
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        sock.bind(str(path))
+        for last in (False, True):
+            self.directory.mkdir(mode=0o700, exist_ok=True)
+            try:
+                sock.bind(str(path))
+                break
+            except FileNotFoundError:  # the last listener removed the directory meanwhile
+                if last:
+                    sock.close()
+                    raise
         sock.setblocking(False)
         self._sock, self._path = sock, path
 
@@ -86,13 +93,12 @@ class Wakeup:
         if self._path is not None:
             with contextlib.suppress(OSError):
                 self._path.unlink()
+            with contextlib.suppress(OSError):
+                self.directory.rmdir()  # the last listener of this database leaves nothing
         self._sock, self._path = None, None
 
     def close(self) -> None:
-        for sock in (self._sock, self._sender):
-            if sock is not None:
-                sock.close()
-        if self._path is not None:
-            with contextlib.suppress(OSError):
-                self._path.unlink()
-        self._sock = self._sender = None
+        self.close_listener()
+        if self._sender is not None:
+            self._sender.close()
+        self._sender = None

@@ -159,6 +159,9 @@ class Worker:
         try:
             if previous is not None:
                 await asyncio.wait([previous])
+                if execution.frozen is not None:  # shut down or cut off meanwhile
+                    await self.hand_back(execution)
+                    return
             await execution.run()
         except Exception:
             log.exception("run %s: the worker could not record its outcome", execution.run_id)

@@ -60,7 +60,9 @@ class BatchedStore:
         # or a caller writing at once on its own thread (`_inline`).
         self._conn: Any = None
         self._busy = threading.Lock()
-        self._deciding = 0  # writers letting the event loop run before they choose
+        self._deciding = 0  # writers letting their event loop run before they choose
+        self._handed = 0  # jobs handed to the thread and not yet done with
+        self._counts = threading.Lock()  # for both: a store may serve several loops
 
     # --- what a backend supplies -------------------------------------------------------
 
@@ -89,6 +91,9 @@ class BatchedStore:
 
     def _before_commit(self, conn: Any, jobs: list[_Job]) -> None:
         """Last statements of a write batch (a notification, say)."""
+
+    def _after_commit(self) -> None:
+        """After each committed write transaction, on whichever thread made it."""
 
     def _closed(self) -> None:
         """Release what the backend holds besides the connection."""
@@ -178,6 +183,7 @@ class BatchedStore:
                     batch.append(nxt)
                 with self._busy:
                     self._run(conn, batch)
+                    self._done_with(len(batch))
         finally:
             with self._busy, contextlib.suppress(Exception):
                 self._conn = None
@@ -217,6 +223,11 @@ class BatchedStore:
             queued.future.set_exception(
                 exceptions.StoreError(f"the {self.label} database is unreachable; retrying")
             )
+        self._done_with(len(batch))
+
+    def _done_with(self, jobs: int) -> None:
+        with self._counts:
+            self._handed -= jobs
 
     def _run(self, conn: Any, batch: list[_Job]) -> None:
         for job in batch:
@@ -279,6 +290,7 @@ class BatchedStore:
             for job in jobs:
                 job.future.set_exception(failure)
             return True
+        self._after_commit()
         for job, (ok, value) in zip(jobs, outcomes, strict=True):
             if ok:
                 job.future.set_result(value)
@@ -295,6 +307,8 @@ class BatchedStore:
     def _enqueue(self, job: _Job) -> None:
         if self._thread is None:
             raise exceptions.StoreError("the store is not open (or was closed)")
+        with self._counts:
+            self._handed += 1
         self._jobs.put(job)
 
     async def _read_op(self, op: Op) -> Any:
@@ -307,15 +321,18 @@ class BatchedStore:
             return await _outcome(job.future)
         # What is ready to run goes first: it may write too, and then the writes share a
         # commit on the thread. A write handed over is made even if its caller is canceled.
-        self._deciding += 1
+        with self._counts:
+            self._deciding += 1
         try:
             await asyncio.sleep(0)
         except BaseException:
-            self._enqueue(job)
+            with contextlib.suppress(exceptions.StoreError):  # closed: the cancel stands
+                self._enqueue(job)
             raise
         finally:
-            self._deciding -= 1
-        if self._deciding or not self._inline(job):
+            with self._counts:
+                self._deciding -= 1
+        if not self._inline(job):
             self._enqueue(job)
             return await _outcome(job.future)
         return job.future.result()
@@ -325,13 +342,12 @@ class BatchedStore:
         other write waits: with nothing to group it with, the two thread hand-offs (~100 µs
         of a ~300 µs checkpoint) would be pure cost. Whether it was made; it never waits
         for another process's lock (the thread does that, off the event loop)."""
-        if self._thread is None or not self._jobs.empty():
-            return False
-        if not self._busy.acquire(blocking=False):
+        if self._thread is None or not self._busy.acquire(blocking=False):
             return False
         try:
             conn = self._conn
-            if conn is None or self._broken(conn):
+            # Jobs handed over earlier are made first: writes are made in the order given.
+            if self._handed or self._deciding or conn is None or self._broken(conn):
                 return False
             try:
                 if not self._try_begin(conn, job.durable):

@@ -8,6 +8,7 @@ fcntl lock beside the database, and wake-ups through datagram sockets.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import fcntl
 import os
@@ -23,6 +24,11 @@ from perdure.store import base, batched, migrations, ops, sql, wakeup
 T = TypeVar("T")
 Op = Callable[[ops.Tx], Any]
 BUSY_TIMEOUT = 60.0  # seconds a write waits for another process's transaction
+# Commits between two WAL checkpoints, made on the store's thread: a write made at once
+# on the event loop's thread must not copy the WAL into the database there (SQLite's
+# automatic checkpoint would, at the commit that crosses its threshold of 1,000 pages; a
+# checkpoint writes about ten, so this keeps the WAL near that size).
+CHECKPOINT_EVERY = 100
 SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL", "off": "OFF", "extra": "EXTRA"}
 
 
@@ -97,6 +103,7 @@ class SqliteStore(batched.BatchedStore):
             )
         self._synchronous = mode
         self._mode = mode  # the connection's synchronous setting now
+        self._commits = 0  # since the last WAL checkpoint
         self.wakeup = wakeup.Wakeup(self.path)
 
     def _closed(self) -> None:
@@ -137,6 +144,15 @@ class SqliteStore(batched.BatchedStore):
             conn.execute(f"PRAGMA synchronous={mode}")
             self._mode = mode
 
+    def _after_commit(self) -> None:
+        self._commits += 1
+        if self._commits >= CHECKPOINT_EVERY:
+            self._commits = 0
+            # PASSIVE: copies what no reader still needs, never waits for anyone.
+            op: Op = lambda tx: tx.rows("PRAGMA wal_checkpoint(PASSIVE)", {})  # noqa: E731
+            with contextlib.suppress(exceptions.StoreError):  # closing: the next opener's
+                self._enqueue(batched._Job(op, False, concurrent.futures.Future()))
+
     def _retry(self, fn: Callable[[], T]) -> T:
         return _retry_busy(fn)
 
@@ -158,6 +174,7 @@ class SqliteStore(batched.BatchedStore):
             _retry_busy(lambda: migrations.check_schema(conn, self.path))
             _retry_busy(lambda: conn.execute("PRAGMA journal_mode=WAL").fetchall())
             conn.execute(f"PRAGMA synchronous={self._synchronous}")
+            conn.execute("PRAGMA wal_autocheckpoint=0")  # see CHECKPOINT_EVERY
             self._mode = self._synchronous
             conn.execute("PRAGMA foreign_keys=OFF")
             migrations.apply(conn, lambda: _retry_busy(lambda: conn.execute("BEGIN IMMEDIATE")))

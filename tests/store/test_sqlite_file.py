@@ -15,7 +15,9 @@ import pytest
 
 import perdure
 from perdure.store import migrations
+from perdure.store import sqlite as sqlite_store
 from perdure.store.sqlite import SqliteStore
+from tests.store import support
 
 
 def url(path: Path) -> str:
@@ -251,6 +253,30 @@ async def test_a_write_waiting_for_another_process_lets_the_event_loop_run(tmp_p
         assert not write.done()
         other.execute("COMMIT")
         await asyncio.wait_for(write, timeout=10)
+    finally:
+        other.close()
+        await store.close()
+
+
+async def test_the_wal_is_checkpointed_when_every_write_is_made_at_once(tmp_path: Path) -> None:
+    """SQLite's own checkpoint is off (it would copy the WAL into the database on the
+    event loop's thread); the store's thread checkpoints instead, so the WAL stays small."""
+    path = tmp_path / "db.sqlite"
+    store = SqliteStore(url(path))
+    await store.open()
+    other = sqlite3.connect(path, isolation_level=None)
+
+    def frames() -> int:  # in the WAL since it last started over (checkpointing it)
+        return int(other.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1])
+
+    try:
+        every = sqlite_store.CHECKPOINT_EVERY
+        for _ in range(every // 2):
+            await store.create_run(support.new_run())
+        half_round = frames()
+        for _ in range(4 * every):
+            await store.create_run(support.new_run())
+        assert frames() < 4 * half_round  # 8 half rounds' worth without checkpoints
     finally:
         other.close()
         await store.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 import perdure
+from perdure import runs
 from perdure.store import base
 
 pytestmark = pytest.mark.timeout(120)
@@ -21,7 +22,8 @@ async def test_a_sigkill_during_a_token_wait_keeps_the_token_and_resumes(cluster
     # suspend_after is longer than the token's timeout: the run waits in memory when killed
     first = cluster.worker(PERDURE_SUSPEND_AFTER="600", **LONG_LEASE)
     run_id = await cluster.trigger("approval", {"timeout": 300})
-    await cluster.until(lambda: cluster.count(run_id)["announce"] == 1, what="token announced")
+    # Killed once the announcement is recorded (not merely sent): the run is in its wait.
+    await cluster.until(lambda: _recorded(cluster, run_id, "announce"), what="token announced")
     token = await _token(cluster, run_id)
     first.kill()
     await cluster.client.tokens.complete(token.id, {"approved": True})  # nobody is up
@@ -32,6 +34,11 @@ async def test_a_sigkill_during_a_token_wait_keeps_the_token_and_resumes(cluster
     assert run.output == {"token": token.id, "decision": {"approved": True}}
     assert cluster.count(run_id) == {"announce": 1, "C": 1}  # the URL was sent once
     assert len(await cluster.client.tokens.list(run_id=run_id)) == 1
+
+
+async def _recorded(cluster, run_id: str, step: str) -> bool:
+    entries = (await cluster.client.runs.trace(run_id)).entries
+    return any(e.name == step and e.status is runs.EntryStatus.COMPLETED for e in entries)
 
 
 async def _done(cluster, run_id: str) -> bool:

@@ -27,7 +27,7 @@ from importlib import resources
 from typing import Any
 
 from perdure import exceptions
-from perdure.store import base, batched, ops, pg_sql
+from perdure.store import base, batched, connection, ops, pg_sql
 
 CHANNEL = "perdure_work"
 MIGRATION_LOCK = 7157241
@@ -158,7 +158,7 @@ class PostgresStore(batched.BatchedStore):
         with contextlib.suppress(exceptions.StoreError):
             self._submit(lambda tx: tx.run(f"NOTIFY {CHANNEL}", {}), True)
 
-    def _before_commit(self, conn: Any, jobs: list[batched._Job]) -> None:
+    def _before_commit(self, conn: Any, jobs: list[connection.Job]) -> None:
         # One notification for a whole batch, delivered when it commits.
         if any(job.notify for job in jobs):
             conn.execute(f"NOTIFY {CHANNEL}")

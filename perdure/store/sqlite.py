@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from perdure import exceptions
-from perdure.store import base, batched, migrations, ops, sql, wakeup
+from perdure.store import base, batched, connection, migrations, ops, sql, wakeup
 
 T = TypeVar("T")
 Op = Callable[[ops.Tx], Any]
@@ -151,7 +151,7 @@ class SqliteStore(batched.BatchedStore):
             # PASSIVE: copies what no reader still needs, never waits for anyone.
             op: Op = lambda tx: tx.rows("PRAGMA wal_checkpoint(PASSIVE)", {})  # noqa: E731
             with contextlib.suppress(exceptions.StoreError):  # closing: the next opener's
-                self._enqueue(batched._Job(op, False, concurrent.futures.Future()))
+                self._enqueue(connection.Job(op, False, concurrent.futures.Future()))
 
     def _retry(self, fn: Callable[[], T]) -> T:
         return _retry_busy(fn)

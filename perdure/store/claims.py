@@ -129,7 +129,7 @@ def _take(
         executed_seconds=row["executed_seconds"] if attempt == row["attempts"] else 0.0,
         resumed_from=status,
         cancel_requested=row["cancel_requested_at"] is not None,
-        journal=journal(tx, run_id),
+        journal=journal(tx, run_id, ordered=False),
         db_now=tx.now,
     )
 

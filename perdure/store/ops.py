@@ -6,15 +6,18 @@ others: group commit). Backends provide `Tx` and the clock; the logic stays here
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from perdure import exceptions, runs
 from perdure.store import base
 
 Row = Mapping[str, Any]
+T = TypeVar("T")
 
 
 class Tx(Protocol):
@@ -110,31 +113,65 @@ def require_run(tx: Tx, run_id: str) -> runs.Run:
     return run
 
 
-def journal(tx: Tx, run_id: str) -> list[runs.Entry]:
-    """A run's whole journal (read at every claim: a long journal makes it the claim's
-    main cost, hence plain tuples, in ENTRY_COLUMNS' order)."""
+def journal(tx: Tx, run_id: str, ordered: bool = True) -> list[runs.Entry]:
+    """A run's whole journal, in commit order (or, when not `ordered`, in no set order,
+    which spares the database a sort). Read at every claim, where a long journal makes it the
+    claim's main cost: hence plain tuples, and entries built without dataclass __init__."""
+    query = tx.q.LIST_JOURNAL if ordered else tx.q.JOURNAL_BY_KEY
+    kinds, statuses, entry, key = _KINDS, _STATUSES, _stored(runs.Entry), _stored(runs.Key)
     entries = []
-    Entry, Key, kinds, statuses = runs.Entry, runs.Key, _KINDS, _STATUSES
-    for values in tx.values(tx.q.LIST_JOURNAL, {"run_id": run_id}):
-        order, branch, seq, sub, kind, name, status, result, error, attempts = values[:10]
-        wake_at, started_at, finished_at, attempt = values[10:]
-        entries.append(
-            Entry(
-                key=Key(branch=branch, seq=seq, sub=sub),
-                kind=kinds[kind],
-                name=name,
-                status=statuses[status],
-                result=result,
-                error=None if error is None else json.loads(error),
-                attempts=attempts,
-                wake_at=wake_at,
-                started_at=started_at,
-                finished_at=finished_at,
-                attempt=attempt,
-                order=order,
+    with _no_gc():  # 10,000 entries are 40,000 objects, none in a cycle
+        rows = tx.values(query, {"run_id": run_id})
+        for values in rows:
+            order, branch, seq, sub, kind, name, status, result, error, attempts = values[:10]
+            wake_at, started_at, finished_at, attempt = values[10:]
+            entries.append(
+                entry(
+                    key=key(branch=branch, seq=seq, sub=sub),
+                    kind=kinds[kind],
+                    name=name,
+                    status=statuses[status],
+                    result=result,
+                    error=None if error is None else json.loads(error),
+                    attempts=attempts,
+                    wake_at=wake_at,
+                    started_at=started_at,
+                    finished_at=finished_at,
+                    attempt=attempt,
+                    order=order,
+                    extra={},
+                )
             )
-        )
     return entries
+
+
+@contextlib.contextmanager
+def _no_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector while many objects without cycles are made: each
+    700 allocations would start a collection pass over the young objects, and a claim of a
+    10,000-entry journal spent a third of its time there."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _stored(cls: type[T]) -> Callable[..., T]:
+    """A builder of `cls`, a frozen dataclass, from every one of its fields: it fills the
+    instance's __dict__ at once, where the generated __init__ sets each field through
+    object.__setattr__ (2 µs for an Entry, 0.6 for its Key: 26 ms of a 10,000-entry
+    journal). The instance is the same; callers pass every field, defaults included."""
+    new = object.__new__
+
+    def build(**fields: Any) -> T:
+        made = new(cls)
+        made.__dict__.update(fields)
+        return made
+
+    return build
 
 
 # --- events ----------------------------------------------------------------------------

@@ -89,6 +89,10 @@ class ConnectionThread:
     def _before_commit(self, conn: Any, jobs: list[Job]) -> None:
         """Last statements of a write batch (a notification, say)."""
 
+    def _end(self, conn: Any) -> None:
+        """COMMIT, returning once the transaction is committed."""
+        conn.execute("COMMIT")
+
     def _after_commit(self) -> None:
         """After each committed write transaction, on whichever thread made it."""
 
@@ -248,7 +252,7 @@ class ConnectionThread:
                     outcomes.append((False, self._translate(error)))
             self._before_commit(conn, jobs)
             committing = True
-            conn.execute("COMMIT")
+            self._end(conn)
         except BaseException as error:
             with contextlib.suppress(Exception):
                 conn.execute("ROLLBACK")

@@ -61,34 +61,47 @@ def _worker_lock_key(worker_id: str) -> int:
 
 
 class _Tx:
-    def __init__(self, conn: Any) -> None:
+    """A connection inside a transaction. In a write batch the connection is in pipeline
+    mode: each statement is sent, then its answer awaited (`pipeline.sync`), so what was
+    sent before it and needs no answer (BEGIN) travels in the same round trip."""
+
+    def __init__(self, conn: Any, pipeline: Any = None) -> None:
         self.conn = conn
         self.q: Any = pg_sql.Q
         self._now: float | None = None
+        self._sync = pipeline.sync if pipeline is not None else _nothing
 
     @property
     def now(self) -> float:
         """The database's clock, read when first needed (a checkpoint never needs it: one
         round trip fewer)."""
         if self._now is None:
-            row = self.conn.execute(
-                "SELECT EXTRACT(EPOCH FROM clock_timestamp()) AS now"
-            ).fetchone()
-            self._now = float(row["now"])
+            cursor = self.conn.execute("SELECT EXTRACT(EPOCH FROM clock_timestamp()) AS now")
+            self._sync()
+            self._now = float(cursor.fetchone()["now"])
         return self._now
 
     def rows(self, query: str, params: Mapping[str, Any]) -> Sequence[ops.Row]:
         cursor = self.conn.execute(query, params)
+        self._sync()
         found: Sequence[ops.Row] = cursor.fetchall() if cursor.description else []
         return found
 
     def run(self, query: str, params: Mapping[str, Any]) -> int:
-        return int(self.conn.execute(query, params).rowcount)
+        cursor = self.conn.execute(query, params)
+        self._sync()
+        return int(cursor.rowcount)
 
     def values(self, query: str, params: Mapping[str, Any]) -> Sequence[tuple[Any, ...]]:
         cursor = self.conn.cursor(row_factory=_psycopg().rows.tuple_row)
-        found: Sequence[tuple[Any, ...]] = cursor.execute(query, params).fetchall()
+        cursor.execute(query, params)
+        self._sync()
+        found: Sequence[tuple[Any, ...]] = cursor.fetchall()
         return found
+
+
+def _nothing() -> None:
+    pass
 
 
 class PostgresStore(batched.BatchedStore):
@@ -104,6 +117,7 @@ class PostgresStore(batched.BatchedStore):
         self._read_connections = read_connections
         self._pool: Any = None
         self._readers: ThreadPoolExecutor | None = None
+        self._pipeline: Any = None  # the write batch's, on the store's thread
 
     def _options(self, role: str) -> dict[str, Any]:
         psycopg = _psycopg()
@@ -137,13 +151,40 @@ class PostgresStore(batched.BatchedStore):
         return conn
 
     def _tx(self, conn: Any) -> ops.Tx:
-        return _Tx(conn)
+        return _Tx(conn, self._pipeline)
+
+    def _commit(
+        self,
+        conn: Any,
+        jobs: list[connection.Job],
+        isolate: bool,
+        final: bool = False,
+        begun: bool = False,
+    ) -> bool:
+        """A batch in pipeline mode: BEGIN goes with the batch's first statement, the
+        notification with COMMIT, one round trip fewer each. A batch run again with each
+        operation in a savepoint (one of them failed) runs without: it is rare."""
+        if isolate:
+            return super()._commit(conn, jobs, isolate, final, begun)
+        delivered = False
+        try:
+            # Leaving the pipeline sends what still waits in it: nothing after a commit,
+            # a ROLLBACK after a failure (a broken connection is then replaced, as ever).
+            with contextlib.suppress(_psycopg().Error), conn.pipeline() as self._pipeline:
+                delivered = super()._commit(conn, jobs, isolate, final, begun)
+        finally:
+            self._pipeline = None
+        return delivered
 
     def _begin(self, conn: Any, durable: bool) -> None:
-        if durable:
-            conn.execute("BEGIN")
-        else:
-            conn.execute("BEGIN; SET LOCAL synchronous_commit TO off")
+        conn.execute("BEGIN")  # in a pipeline: no round trip of its own
+        if not durable:
+            conn.execute("SET LOCAL synchronous_commit TO off")
+
+    def _end(self, conn: Any) -> None:
+        conn.execute("COMMIT")
+        if self._pipeline is not None:
+            self._pipeline.sync()  # committed (and durable) before anyone is told
 
     def _translate(self, error: BaseException) -> BaseException:
         psycopg = _psycopg()

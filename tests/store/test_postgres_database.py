@@ -107,6 +107,47 @@ async def test_statements_run_often_are_prepared_on_the_server():
         await store.close()
 
 
+async def test_a_write_sends_begin_with_its_first_statement_and_answers_once_committed(
+    tmp_path,
+):
+    """Pipeline mode: no round trip waits for BEGIN alone; the caller hears back only once
+    COMMIT is answered (the entry is then visible to any other connection)."""
+    from psycopg import pq
+
+    from tests.store import support
+
+    url = postgres.fresh_url()
+    store = PostgresStore(url)
+    await store.open()
+    try:
+        await store.register_worker(support.worker_info("wrk_trace"))
+        worker = support.Worker(id="wrk_trace", store=store)
+        await store.create_run(support.new_run())
+        lease = (await worker.claim_one()).lease
+        trace = tmp_path / "libpq.trace"
+        with trace.open("w") as out:
+            store._conn.pgconn.trace(out.fileno())
+            store._conn.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
+            for seq in range(1, 4):
+                assert await store.checkpoint(lease, [support.entry("0", seq)])
+                found = _sql(url, f"SELECT seq FROM journal WHERE seq = {seq}")
+                assert found == [(seq,)], f"checkpoint {seq} answered before it committed"
+            store._conn.pgconn.untrace()
+        # What the connection sent, split where it waited for the server: three
+        # checkpoints, each BEGIN + upsert in one round trip and COMMIT in another.
+        sent: list[list[str]] = [[]]
+        for line in trace.read_text().splitlines():
+            if line.startswith("F\t"):
+                sent[-1].append(line.split("\t")[2])
+            elif line.startswith("B\t") and sent[-1]:
+                sent.append([])
+        commands = [trip for trip in sent if "Execute" in trip or "Query" in trip]
+        assert len(commands) == 6, commands
+        assert [trip.count("Execute") for trip in commands] == [2, 1] * 3, commands
+    finally:
+        await store.close()
+
+
 async def test_reads_do_not_queue_behind_a_write_that_waits():
     import psycopg
 

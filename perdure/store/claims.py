@@ -9,7 +9,7 @@ from typing import Any
 
 from perdure import runs
 from perdure.store import base
-from perdure.store.ops import Row, Tx, ended, finish, journal, one, record_event
+from perdure.store.ops import Row, Tx, ended, finish, journal, record_event
 
 
 def claim(
@@ -34,25 +34,25 @@ def claim(
         "now": tx.now,
         "worker_id": worker_id,
     }
-    orphans = [r["id"] for r in tx.rows(tx.q.ORPHANED_RUNS, {**params, "limit": limit})]
-    due: list[str] = []
+    orphans = list(tx.rows(tx.q.ORPHANED_RUNS, {**params, "limit": limit}))
+    due: list[Row] = []
     contended = False
     room = limit - len(orphans)
     if room > 0:
         found = tx.rows(tx.q.CLAIMABLE_RUNS, {**params, "limit": room, "scan": room * 4})
         due, contended = _admit(tx, found)
-    taken = (_take(tx, i, worker_id, version, max_recoveries, token()) for i in orphans + due)
+    taken = (_take(tx, row, worker_id, version, max_recoveries, token()) for row in orphans + due)
     return [c for c in taken if c], contended
 
 
-def _admit(tx: Tx, found: Sequence[Row]) -> tuple[list[str], bool]:
+def _admit(tx: Tx, found: Sequence[Row]) -> tuple[list[Row], bool]:
     """The found runs that fit their slots, counted under the slots' lock (the count the
     query made may be stale by the time it returns: another worker may have claimed since)."""
     free: dict[tuple[str, str | None], int] = {}
     admitted, contended = [], False
     for row in found:
         if row["concurrency_limit"] is None:
-            admitted.append(row["id"])
+            admitted.append(row)
             continue
         slot = (row["queue"], row["concurrency_key"])
         if slot not in free:
@@ -64,7 +64,7 @@ def _admit(tx: Tx, found: Sequence[Row]) -> tuple[list[str], bool]:
                 free[slot], contended = 0, True
         if free[slot] > 0:
             free[slot] -= 1
-            admitted.append(row["id"])
+            admitted.append(row)
     return admitted, contended
 
 
@@ -79,14 +79,14 @@ def expire(tx: Tx) -> None:
 
 
 def _take(
-    tx: Tx, run_id: str, worker_id: str, version: str | None, max_recoveries: int, token: str
+    tx: Tx, row: Row, worker_id: str, version: str | None, max_recoveries: int, token: str
 ) -> base.Claim | None:
-    row = one(tx, tx.q.GET_CLAIM_ROW, {"id": run_id})
-    assert row is not None
+    """Take the run of `row`, as the query that found it read it: on PostgreSQL that query
+    locked it too (FOR UPDATE), which returns its latest committed state, however old the
+    query's snapshot (another worker may have taken it over meanwhile)."""
+    run_id = row["id"]
     status = runs.RunStatus(row["status"])
     takeover = status is runs.RunStatus.RUNNING
-    # Read afresh now that the run is locked: the query that found it may have seen an
-    # older state (on PostgreSQL, another worker may have taken it over meanwhile).
     if takeover and (
         row["lease_worker"] == worker_id
         or tx.rows(tx.q.WORKER_ALIVE, {"worker_id": row["lease_worker"]})
@@ -100,7 +100,7 @@ def _take(
     if takeover and recoveries > max_recoveries:
         _end_orphan(tx, row, recoveries, max_recoveries)
         return None
-    tx.run(
+    tx.send(
         tx.q.TAKE_LEASE,
         {
             "id": run_id,

@@ -93,6 +93,11 @@ class ConnectionThread:
         """COMMIT, returning once the transaction is committed."""
         conn.execute("COMMIT")
 
+    def _not_committed(self, error: BaseException) -> bool:
+        """Whether a COMMIT that raised `error` surely took no effect (the server refused
+        the transaction, rather than the connection failing midway)."""
+        return False
+
     def _after_commit(self) -> None:
         """After each committed write transaction, on whichever thread made it."""
 
@@ -257,8 +262,9 @@ class ConnectionThread:
             with contextlib.suppress(Exception):
                 conn.execute("ROLLBACK")
             # An operation failed: run them again, isolated. A failed COMMIT is never run
-            # again here (it may have taken effect): its callers learn of it.
-            if not final and not committing and isinstance(error, Exception):
+            # again here unless it surely took no effect: its callers learn of it.
+            retry = not committing or self._not_committed(error)
+            if not final and retry and isinstance(error, Exception):
                 return False
             failure = self._translate(error)
             for job in jobs:

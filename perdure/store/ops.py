@@ -35,6 +35,10 @@ class Tx(Protocol):
         ...
 
     def run(self, query: str, params: Mapping[str, Any]) -> int: ...
+    def send(self, query: str, params: Mapping[str, Any]) -> None:
+        """A write whose answer nobody waits for: PostgreSQL sends it along with the next
+        statement that is awaited (or COMMIT). Should it fail, that one fails."""
+        ...
 
 
 def one(tx: Tx, query: str, params: Mapping[str, Any]) -> Row | None:
@@ -186,7 +190,7 @@ def record_event(
     worker_id: str | None = None,
     detail: str | None = None,
 ) -> None:
-    tx.run(
+    tx.send(
         tx.q.INSERT_EVENT,
         {
             "run_id": run_id,
@@ -209,7 +213,7 @@ def create_run(tx: Tx, new: base.NewRun) -> tuple[str, bool]:
         held = one(tx, tx.q.FIND_KEY, {"task_id": new.task_id, "key": new.idempotency_key})
         if held is not None and held["expires_at"] > tx.now:
             return held["run_id"], True
-        tx.run(
+        tx.send(
             tx.q.HOLD_KEY,
             {
                 "task_id": new.task_id,
@@ -220,7 +224,7 @@ def create_run(tx: Tx, new: base.NewRun) -> tuple[str, bool]:
         )
     delayed = new.delay is not None and new.delay > 0
     status = runs.RunStatus.DELAYED if delayed else runs.RunStatus.QUEUED
-    tx.run(
+    tx.send(
         tx.q.INSERT_RUN,
         {
             "id": new.id,
@@ -277,7 +281,7 @@ def _progress(tx: Tx, run_id: str, progress: base.Progress | None) -> None:
     if progress is None:
         return
     for line in progress.logs:
-        tx.run(
+        tx.send(
             tx.q.INSERT_LOG,
             {
                 "run_id": run_id,
@@ -293,7 +297,7 @@ def _progress(tx: Tx, run_id: str, progress: base.Progress | None) -> None:
         # Each key given replaces that key's value (None included); others are kept.
         row = one(tx, tx.q.GET_METADATA, {"run_id": run_id})
         merged = {**json.loads(row["metadata"] if row else "{}"), **progress.metadata}
-        tx.run(tx.q.SET_METADATA, {"run_id": run_id, "metadata": json.dumps(merged)})
+        tx.send(tx.q.SET_METADATA, {"run_id": run_id, "metadata": json.dumps(merged)})
 
 
 def checkpoint(
@@ -309,7 +313,7 @@ def checkpoint(
         if not tx.run(tx.q.UPSERT_ENTRY_FENCED, fenced):
             return False  # the lease is gone: nothing was written
         for entry in rest:
-            tx.run(tx.q.UPSERT_ENTRY, entry_params(lease.run_id, entry))
+            tx.send(tx.q.UPSERT_ENTRY, entry_params(lease.run_id, entry))
     _progress(tx, lease.run_id, progress)
     return True
 
@@ -325,7 +329,7 @@ def _transition(
     state = one(tx, tx.q.GET_RUN_STATE, {"id": lease.run_id})
     if state is None or state["lease_token"] != lease.token:
         return False
-    tx.run(query, {"run_id": lease.run_id, "token": lease.token, "now": tx.now, **params})
+    tx.send(query, {"run_id": lease.run_id, "token": lease.token, "now": tx.now, **params})
     record_event(
         tx,
         lease.run_id,
@@ -374,7 +378,7 @@ def release(tx: Tx, lease: base.Lease, executed: float, progress: base.Progress 
 
 def _drop(tx: Tx, run_id: str, keys: list[runs.Key]) -> None:
     for key in keys:
-        tx.run(
+        tx.send(
             tx.q.DELETE_ENTRY,
             {"run_id": run_id, "branch": key.branch, "seq": key.seq, "sub": key.sub},
         )
@@ -416,9 +420,9 @@ def finish(
     if not _transition(tx, lease, tx.q.FINISH, params, status.value, detail):
         return False
     if status in runs.KEY_FREEING:
-        tx.run(tx.q.FREE_KEY, {"run_id": lease.run_id})
+        tx.send(tx.q.FREE_KEY, {"run_id": lease.run_id})
     if status is runs.RunStatus.CANCELED:
-        tx.run(tx.q.CANCEL_RUN_TOKENS, {"run_id": lease.run_id, "now": tx.now})
+        tx.send(tx.q.CANCEL_RUN_TOKENS, {"run_id": lease.run_id, "now": tx.now})
         _cancel_children(tx, lease.run_id)
     _progress(tx, lease.run_id, progress)
     ended(tx, lease.run_id)
@@ -478,7 +482,7 @@ def retry_run(tx: Tx, run_id: str, key_ttl: float) -> runs.Run:
     if run.idempotency_key is not None:
         held = one(tx, tx.q.FIND_KEY, {"task_id": run.task_id, "key": run.idempotency_key})
         if held is None or held["expires_at"] <= tx.now:
-            tx.run(
+            tx.send(
                 tx.q.HOLD_KEY,
                 {
                     "task_id": run.task_id,

@@ -23,7 +23,8 @@ _DUE = f"""r.status IN ('queued', 'delayed', 'retrying', 'waiting') AND r.due_at
               AND (CAST(:version AS text) IS NULL OR r.version IS NULL OR r.version = :version)"""
 
 OVERRIDES: dict[str, str] = {
-    "ORPHANED_RUNS": f"""SELECT r.id FROM runs r LEFT JOIN workers w ON w.id = r.lease_worker
+    "ORPHANED_RUNS": f"""SELECT r.id, {sql._claim_columns("r")}
+        FROM runs r LEFT JOIN workers w ON w.id = r.lease_worker
         WHERE r.status = 'running' AND r.lease_worker != :worker_id
           AND (w.id IS NULL OR w.dead_at IS NOT NULL OR w.stopped_at IS NOT NULL)
           AND r.{_IN_TASKS}
@@ -52,8 +53,8 @@ OVERRIDES: dict[str, str] = {
              WHERE c.rn <= c.concurrency_limit - COALESCE(b.n, 0)
              ORDER BY c.priority DESC, c.due_at, c.id LIMIT :scan)
         )
-        SELECT r.id, r.queue, r.concurrency_key, q.concurrency_limit FROM runs r
-        LEFT JOIN queues q ON q.name = r.queue
+        SELECT r.id, r.queue, r.concurrency_key, q.concurrency_limit, {sql._claim_columns("r")}
+        FROM runs r LEFT JOIN queues q ON q.name = r.queue
         WHERE r.id IN (SELECT id FROM ranked)
           AND r.status IN ('queued', 'delayed', 'retrying', 'waiting') AND r.due_at <= :now
         ORDER BY r.priority DESC, r.due_at, r.id

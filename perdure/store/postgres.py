@@ -92,6 +92,9 @@ class _Tx:
         self._sync()
         return int(cursor.rowcount)
 
+    def send(self, query: str, params: Mapping[str, Any]) -> None:
+        self.conn.execute(query, params)  # in a pipeline: answered with the next sync
+
     def values(self, query: str, params: Mapping[str, Any]) -> Sequence[tuple[Any, ...]]:
         cursor = self.conn.cursor(row_factory=_psycopg().rows.tuple_row)
         cursor.execute(query, params)
@@ -168,12 +171,13 @@ class PostgresStore(batched.BatchedStore):
             return super()._commit(conn, jobs, isolate, final, begun)
         delivered = False
         try:
-            # Leaving the pipeline sends what still waits in it: nothing after a commit,
-            # a ROLLBACK after a failure (a broken connection is then replaced, as ever).
             with contextlib.suppress(_psycopg().Error), conn.pipeline() as self._pipeline:
                 delivered = super()._commit(conn, jobs, isolate, final, begun)
         finally:
             self._pipeline = None
+        if not delivered:  # a pipeline the server aborted sent no ROLLBACK: send it now
+            with contextlib.suppress(_psycopg().Error):
+                conn.execute("ROLLBACK")
         return delivered
 
     def _begin(self, conn: Any, durable: bool) -> None:
@@ -186,10 +190,16 @@ class PostgresStore(batched.BatchedStore):
         if self._pipeline is not None:
             self._pipeline.sync()  # committed (and durable) before anyone is told
 
+    def _not_committed(self, error: BaseException) -> bool:
+        # In a pipeline, COMMIT travels with the statements sent without waiting (`send`):
+        # when the server refuses one of them, it skips the COMMIT, and says so.
+        return isinstance(error, _psycopg().Error) and error.sqlstate is not None
+
     def _translate(self, error: BaseException) -> BaseException:
         psycopg = _psycopg()
         if isinstance(error, psycopg.Error):
-            return exceptions.StoreError(f"database {self._safe_url()}: {error}")
+            first_line = str(error).partition("\n")[0]  # without the DETAIL and HINT lines
+            return exceptions.StoreError(f"database {self._safe_url()}: {first_line}")
         return error
 
     def _broken(self, conn: Any) -> bool:

@@ -48,8 +48,18 @@ LIST_LOGS = """SELECT attempt, branch, seq, level, message, at FROM logs
 
 # --- claiming ------------------------------------------------------------------------------
 
+
+def _claim_columns(alias: str) -> str:
+    """What a claim reads of each run it takes, returned by the query that found (and, on
+    PostgreSQL, locked) the run: no statement of its own."""
+    names = ("task_id", "status", "payload", "attempts", "recoveries", "tags", "parent_id",
+             "root_id", "idempotency_key", "version", "executed_seconds",
+             "cancel_requested_at", "started_at", "next_attempt", "lease_worker")  # fmt: skip
+    return ", ".join(f"{alias}.{name}" for name in names)
+
+
 # Running runs whose worker is gone (dead, stopped, or never registered).
-ORPHANED_RUNS = """SELECT r.id FROM runs r INDEXED BY runs_by_worker
+ORPHANED_RUNS = f"""SELECT r.id, {_claim_columns("r")} FROM runs r INDEXED BY runs_by_worker
     LEFT JOIN workers w ON w.id = r.lease_worker
     WHERE r.status = 'running' AND r.lease_worker != :worker_id
       AND (w.id IS NULL OR w.dead_at IS NOT NULL OR w.stopped_at IS NOT NULL)
@@ -91,18 +101,15 @@ CLAIMABLE_RUNS = f"""WITH busy AS (
             WHERE c.rn <= c.concurrency_limit - COALESCE(b.n, 0)
             ORDER BY c.priority DESC, c.due_at, c.id LIMIT :limit)
     )
-    SELECT id, queue, concurrency_key, concurrency_limit FROM ranked
-    ORDER BY priority DESC, due_at, id
+    SELECT k.id, k.queue, k.concurrency_key, k.concurrency_limit, {_claim_columns("r")}
+    FROM ranked k JOIN runs r ON r.id = k.id
+    ORDER BY k.priority DESC, k.due_at, k.id
     LIMIT :limit"""
 
 # Runs holding slots of one (queue, concurrency key), counted once its slots are locked.
 RUNNING_IN_SLOT = """SELECT COUNT(*) AS n FROM runs
     WHERE status = 'running' AND queue = :queue AND concurrency_key IS :ckey"""
 
-GET_CLAIM_ROW = """SELECT id, task_id, status, payload, attempts, recoveries, tags, parent_id,
-        root_id, idempotency_key, version, executed_seconds, cancel_requested_at, started_at,
-        next_attempt, lease_worker
-    FROM runs WHERE id = :id"""
 
 TAKE_LEASE = """UPDATE runs SET status = 'running', lease_token = :token,
         lease_worker = :worker_id, attempts = :attempt, recoveries = :recoveries,

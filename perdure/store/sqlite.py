@@ -56,6 +56,9 @@ class _Tx:
     def run(self, query: str, params: Mapping[str, Any]) -> int:
         return self.conn.execute(query, params).rowcount
 
+    def send(self, query: str, params: Mapping[str, Any]) -> None:
+        self.conn.execute(query, params)
+
     def values(self, query: str, params: Mapping[str, Any]) -> Sequence[tuple[Any, ...]]:
         cursor = self.conn.cursor()
         cursor.row_factory = None

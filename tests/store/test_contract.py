@@ -491,6 +491,25 @@ async def test_the_claims_journal_holds_the_same_entries_as_the_stored_journal(
 # --- concurrency -------------------------------------------------------------------------------
 
 
+async def test_a_write_the_database_refuses_fails_alone_in_its_batch(store: base.Store) -> None:
+    """On PostgreSQL a run's row is sent without waiting for its answer, with COMMIT: the
+    database's refusal (a run id taken twice) still fails that call alone."""
+    first = new_run()
+    await store.create_run(first)
+    others = [new_run() for _ in range(4)]
+    outcomes = await asyncio.gather(
+        *[store.create_run(run) for run in others],
+        store.create_run(new_run(id=first.id, payload='{"n": 2}')),  # last: refused at COMMIT
+        return_exceptions=True,
+    )
+    assert isinstance(outcomes[4], perdure.StoreError), outcomes
+    assert "\n" not in str(outcomes[4])
+    assert outcomes[:4] == [(run.id, False) for run in others]
+    for run in [first, *others]:
+        assert (await store.get_run(run.id)) is not None
+    assert (await store.get_run(first.id)).payload == {"n": 1}
+
+
 async def test_a_failing_call_does_not_undo_the_calls_made_at_the_same_time(
     store: base.Store, worker: Worker
 ) -> None:

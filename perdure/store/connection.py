@@ -93,7 +93,7 @@ class ConnectionThread:
         """COMMIT, returning once the transaction is committed."""
         conn.execute("COMMIT")
 
-    def _not_committed(self, error: BaseException) -> bool:
+    def _not_committed(self, conn: Any, error: BaseException) -> bool:
         """Whether a COMMIT that raised `error` surely took no effect (the server refused
         the transaction, rather than the connection failing midway)."""
         return False
@@ -259,11 +259,11 @@ class ConnectionThread:
             committing = True
             self._end(conn)
         except BaseException as error:
-            with contextlib.suppress(Exception):
-                conn.execute("ROLLBACK")
             # An operation failed: run them again, isolated. A failed COMMIT is never run
             # again here unless it surely took no effect: its callers learn of it.
-            retry = not committing or self._not_committed(error)
+            retry = not committing or self._not_committed(conn, error)
+            with contextlib.suppress(Exception):
+                conn.execute("ROLLBACK")
             if not final and retry and isinstance(error, Exception):
                 return False
             failure = self._translate(error)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
@@ -153,14 +154,27 @@ def journal(tx: Tx, run_id: str, ordered: bool = True) -> list[runs.Entry]:
 def _no_gc() -> Iterator[None]:
     """Pause the cyclic garbage collector while many objects without cycles are made: each
     700 allocations would start a collection pass over the young objects, and a claim of a
-    10,000-entry journal spent a third of its time there."""
-    enabled = gc.isenabled()
-    gc.disable()
+    10,000-entry journal spent a third of its time there. Threads may overlap here (the
+    store's and the read pool's): the last to leave turns the collector back on, and only
+    if it was on when the first came in."""
+    global _gc_pausers, _gc_was_on
+    with _gc_lock:
+        if _gc_pausers == 0:
+            _gc_was_on = gc.isenabled()
+            gc.disable()
+        _gc_pausers += 1
     try:
         yield
     finally:
-        if enabled:
-            gc.enable()
+        with _gc_lock:
+            _gc_pausers -= 1
+            if _gc_pausers == 0 and _gc_was_on:
+                gc.enable()
+
+
+_gc_lock = threading.Lock()
+_gc_pausers = 0
+_gc_was_on = True
 
 
 def _stored(cls: type[T]) -> Callable[..., T]:

@@ -169,15 +169,25 @@ class PostgresStore(batched.BatchedStore):
         operation in a savepoint (one of them failed) runs without: it is rare."""
         if isolate:
             return super()._commit(conn, jobs, isolate, final, begun)
+        psycopg = _psycopg()
         delivered = False
         try:
-            with contextlib.suppress(_psycopg().Error), conn.pipeline() as self._pipeline:
+            with contextlib.suppress(psycopg.Error), conn.pipeline() as self._pipeline:
                 delivered = super()._commit(conn, jobs, isolate, final, begun)
         finally:
             self._pipeline = None
-        if not delivered:  # a pipeline the server aborted sent no ROLLBACK: send it now
-            with contextlib.suppress(_psycopg().Error):
+        # The ROLLBACK of a failed batch may have met a pipeline the server was skipping:
+        # whatever happened, the connection leaves idle, ready for the next batch.
+        idle = psycopg.pq.TransactionStatus.IDLE
+        if not conn.broken and conn.info.transaction_status != idle:
+            with contextlib.suppress(psycopg.Error):
                 conn.execute("ROLLBACK")
+        if final and not delivered:  # the pipeline could not even start
+            failure = exceptions.StoreError(f"database {self._safe_url()}: the write failed")
+            for job in jobs:
+                if not job.future.done():
+                    job.future.set_exception(failure)
+            delivered = True
         return delivered
 
     def _begin(self, conn: Any, durable: bool) -> None:
@@ -190,10 +200,14 @@ class PostgresStore(batched.BatchedStore):
         if self._pipeline is not None:
             self._pipeline.sync()  # committed (and durable) before anyone is told
 
-    def _not_committed(self, error: BaseException) -> bool:
-        # In a pipeline, COMMIT travels with the statements sent without waiting (`send`):
-        # when the server refuses one of them, it skips the COMMIT, and says so.
-        return isinstance(error, _psycopg().Error) and error.sqlstate is not None
+    def _not_committed(self, conn: Any, error: BaseException) -> bool:
+        # In a pipeline, COMMIT travels with the statements sent without waiting (`send`).
+        # Once the server refuses a statement it skips the rest until the pipeline's next
+        # sync, COMMIT included; a COMMIT it refuses itself rolls back. Only the end of
+        # the session (FATAL) or of the connection leaves the outcome unknown.
+        if not isinstance(error, _psycopg().Error) or conn.broken:
+            return False
+        return error.sqlstate is not None and error.diag.severity_nonlocalized == "ERROR"
 
     def _translate(self, error: BaseException) -> BaseException:
         psycopg = _psycopg()

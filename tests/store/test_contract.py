@@ -508,6 +508,11 @@ async def test_a_write_the_database_refuses_fails_alone_in_its_batch(store: base
     for run in [first, *others]:
         assert (await store.get_run(run.id)) is not None
     assert (await store.get_run(first.id)).payload == {"n": 1}
+    # Refused alone, then the next write: the connection was left ready for it.
+    with pytest.raises(perdure.StoreError):
+        await store.create_run(new_run(id=first.id))
+    later = new_run()
+    assert await store.create_run(later) == (later.id, False)
 
 
 async def test_a_failing_call_does_not_undo_the_calls_made_at_the_same_time(

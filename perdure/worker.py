@@ -290,8 +290,11 @@ class Worker:
         while True:
             if await wakeup.wait(3600):
                 self.kick()
-                if self.active:
+                # Only a cancel's wake-up makes it look for cancels (at every trigger and
+                # every finished run, each worker of a busy fleet would read them).
+                if wakeup.take_cancel_asked() and self.active:
                     self.spawn(self._check_cancels())
+                if self.active:
                     self.spawn(self._check_waits())
 
     async def _check_cancels(self) -> None:

@@ -26,8 +26,9 @@ class BatchedStore(connection.ConnectionThread):
         super().__init__()
         self._locks: dict[str, Any] = {}  # this process's workers -> their liveness locks
 
-    def notify(self) -> None:
-        """Wake the workers: claimable work may have appeared."""
+    def notify(self, cancel: bool = False) -> None:
+        """Wake the workers: claimable work may have appeared (and, with `cancel`, a run's
+        cancellation was asked for: the worker holding it looks for it)."""
 
     def _contended(self) -> None:
         """A claim left runs whose slots another claim held: look again once it commits."""
@@ -53,12 +54,13 @@ class BatchedStore(connection.ConnectionThread):
                 dead.append(row["id"])
         return dead
 
-    async def _write_and_notify(self, op: Op) -> Any:
+    async def _write_and_notify(self, op: Op, cancel: bool = False) -> Any:
         """A write after which claimable work may have appeared: wake the workers (in the
         write's own transaction where the backend can)."""
-        result = await self._write_op(op, notify=self._notifies_in_batch)
-        if not self._notifies_in_batch:
-            self.notify()
+        if self._notifies_in_batch:
+            return await self._write_op(op, notify=connection.CANCEL if cancel else connection.WORK)
+        result = await self._write_op(op)
+        self.notify(cancel)
         return result
 
     # --- client ----------------------------------------------------------------------
@@ -93,7 +95,9 @@ class BatchedStore(connection.ConnectionThread):
         return [base.RunEvent(**dict(r)) for r in rows]
 
     async def cancel_run(self, run_id: str) -> runs.Run:
-        run: runs.Run = await self._write_and_notify(lambda tx: ops.cancel_run(tx, run_id))
+        run: runs.Run = await self._write_and_notify(
+            lambda tx: ops.cancel_run(tx, run_id), cancel=True
+        )
         return run
 
     async def retry_run(self, run_id: str, key_ttl: float = 30 * 86400) -> runs.Run:

@@ -28,12 +28,17 @@ T = TypeVar("T")
 Op = Callable[[ops.Tx], Any]
 
 
+WORK, CANCEL = "work", "cancel"  # what a wake-up tells the workers
+
+
 @dataclass
 class Job:
     op: Op
     write: bool
     future: concurrent.futures.Future[Any]
-    notify: bool = False  # claimable work may appear: wake the workers when it commits
+    # Wake the workers when it commits: WORK (claimable work may have appeared), or CANCEL
+    # (a run's cancellation was asked for too: its worker must look), or nothing.
+    notify: str | None = None
     # Whether its commit must survive a power loss or a database crash before the caller
     # goes on. A claim need not: lost, it leaves the run claimable again, and its worker's
     # first checkpoint is refused by the fence.
@@ -294,7 +299,7 @@ class ConnectionThread:
     async def _read_op(self, op: Op) -> Any:
         return await _outcome(self._submit(op, False))
 
-    async def _write_op(self, op: Op, notify: bool = False, durable: bool = True) -> Any:
+    async def _write_op(self, op: Op, notify: str | None = None, durable: bool = True) -> Any:
         job = Job(op, True, concurrent.futures.Future(), notify, durable)
         if not self._inline_writes:
             self._enqueue(job)

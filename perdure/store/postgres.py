@@ -219,14 +219,17 @@ class PostgresStore(batched.BatchedStore):
     def _broken(self, conn: Any) -> bool:
         return bool(conn.closed or conn.broken)
 
-    def notify(self) -> None:
+    def notify(self, cancel: bool = False) -> None:
+        kind = connection.CANCEL if cancel else connection.WORK
         with contextlib.suppress(exceptions.StoreError):
-            self._submit(lambda tx: tx.run(f"NOTIFY {CHANNEL}", {}), True)
+            self._submit(lambda tx: tx.run(f"NOTIFY {CHANNEL}, '{kind}'", {}), True)
 
     def _before_commit(self, conn: Any, jobs: list[connection.Job]) -> None:
         # One notification for a whole batch, delivered when it commits.
-        if any(job.notify for job in jobs):
-            conn.execute(f"NOTIFY {CHANNEL}")
+        kinds = {job.notify for job in jobs if job.notify}
+        if kinds:
+            kind = connection.CANCEL if connection.CANCEL in kinds else connection.WORK
+            conn.execute(f"NOTIFY {CHANNEL}, '{kind}'")
 
     def _contended(self) -> None:
         self.wakeup.wake(after=0.005)  # the other claim commits within milliseconds
@@ -335,6 +338,7 @@ class Wakeup:
         self._thread: threading.Thread | None = None
         self._conn: Any = None
         self._stop = threading.Event()
+        self.cancel_asked = False  # set by the listening thread, taken by the worker
 
     def listen(self, name: str) -> None:
         if self._thread is not None:
@@ -347,7 +351,9 @@ class Wakeup:
     def _listen(self) -> None:
         while not self._stop.is_set():
             try:
-                for _ in self._conn.notifies(timeout=1.0, stop_after=1):
+                for notification in self._conn.notifies(timeout=1.0, stop_after=1):
+                    if notification.payload == connection.CANCEL:
+                        self.cancel_asked = True
                     self._wake()
             except Exception:  # the connection broke: polling carries on meanwhile
                 if self._stop.wait(1.0):
@@ -378,6 +384,11 @@ class Wakeup:
 
     def notify(self) -> None:
         self.store.notify()
+
+    def take_cancel_asked(self) -> bool:
+        """Whether a wake-up since the last call said a run's cancellation was asked for."""
+        asked, self.cancel_asked = self.cancel_asked, False
+        return asked
 
     def close(self) -> None:
         self._stop.set()

@@ -118,8 +118,8 @@ class SqliteStore(batched.BatchedStore):
         """For threads without an event loop (the CLI's checks)."""
         asyncio.run(self.open())
 
-    def notify(self) -> None:
-        self.wakeup.notify()
+    def notify(self, cancel: bool = False) -> None:
+        self.wakeup.notify(cancel)
 
     def _tx(self, conn: sqlite3.Connection) -> ops.Tx:
         return _Tx(conn)

@@ -15,6 +15,8 @@ import socket
 import tempfile
 from pathlib import Path
 
+_WORK, _CANCEL = b"!", b"c"
+
 
 class Wakeup:
     def __init__(self, database: Path) -> None:
@@ -24,6 +26,7 @@ class Wakeup:
         self._sock: socket.socket | None = None
         self._path: Path | None = None
         self._sender: socket.socket | None = None
+        self.cancel_asked = False  # a wake-up said a run's cancellation was asked for
 
     def listen(self, name: str) -> None:
         if self._sock is not None:
@@ -52,16 +55,23 @@ class Wakeup:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(max(timeout, 0)):
-                await loop.sock_recv(sock, 64)
+                got = await loop.sock_recv(sock, 64)
         except TimeoutError:
             return False
         with contextlib.suppress(BlockingIOError):
-            while sock.recv(64):
-                pass
+            while True:
+                self.cancel_asked = self.cancel_asked or got == _CANCEL
+                got = sock.recv(64)
         return True
 
-    def notify(self) -> None:
-        """Wake every listening process (best effort, never blocks)."""
+    def take_cancel_asked(self) -> bool:
+        """Whether a wake-up since the last call said a run's cancellation was asked for."""
+        asked, self.cancel_asked = self.cancel_asked, False
+        return asked
+
+    def notify(self, cancel: bool = False) -> None:
+        """Wake every listening process (best effort, never blocks); `cancel` says a run's
+        cancellation was asked for, so that its worker looks for it."""
         try:
             names = os.listdir(self.directory)
         except FileNotFoundError:
@@ -74,7 +84,7 @@ class Wakeup:
             if path == self._path:
                 continue
             try:
-                self._sender.sendto(b"!", str(path))
+                self._sender.sendto(_CANCEL if cancel else _WORK, str(path))
             except (ConnectionRefusedError, FileNotFoundError):
                 with contextlib.suppress(OSError):
                     path.unlink()  # the listener died without cleaning up
@@ -85,7 +95,7 @@ class Wakeup:
         """Wake this process's own listener (after a local change)."""
         if self._sock is not None and self._path is not None:
             with contextlib.suppress(OSError):
-                self._sock.sendto(b"!", str(self._path))
+                self._sock.sendto(_WORK, str(self._path))
 
     def close_listener(self) -> None:
         if self._sock is not None:

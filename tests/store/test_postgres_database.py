@@ -148,6 +148,34 @@ async def test_a_write_sends_begin_with_its_first_statement_and_answers_once_com
         await store.close()
 
 
+async def test_a_notification_says_whether_a_cancel_was_asked_for():
+    """NOTIFY carries its kind: a worker reads cancel requests only after a cancel's."""
+    from tests.store import support
+
+    url = postgres.fresh_url()
+    worker_store, client = PostgresStore(url), PostgresStore(url)
+    await worker_store.open()
+    await client.open()
+    try:
+        await worker_store.register_worker(support.worker_info("wrk_kinds"))
+        wakeup = worker_store.wakeup
+        await wakeup.wait(0)  # binds the event to this loop
+        await client.create_run(support.new_run())
+        assert await wakeup.wait(5)
+        assert not wakeup.take_cancel_asked()
+        run = support.new_run()
+        await client.create_run(run)
+        await client.cancel_run(run.id)
+        for _ in range(2):  # the create's wake-up, then the cancel's (or both at once)
+            if wakeup.cancel_asked:
+                break
+            assert await wakeup.wait(5)
+        assert wakeup.take_cancel_asked()
+    finally:
+        await client.close()
+        await worker_store.close()
+
+
 async def test_reads_do_not_queue_behind_a_write_that_waits():
     import psycopg
 

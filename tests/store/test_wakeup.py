@@ -22,6 +22,27 @@ async def test_a_notification_wakes_every_listener_of_the_database(tmp_path: Pat
             wakeup.close()
 
 
+async def test_a_wake_up_says_whether_a_cancel_was_asked_for(tmp_path: Path) -> None:
+    """Workers look for cancel requests only when a wake-up says one was made, not at every
+    trigger and every finished run."""
+    database = tmp_path / "db.sqlite"
+    listener, sender = Wakeup(database), Wakeup(database)
+    listener.listen("wrk_a")
+    try:
+        sender.notify()
+        assert await listener.wait(5)
+        assert not listener.take_cancel_asked()
+        sender.notify()
+        sender.notify(cancel=True)
+        sender.notify()
+        assert await listener.wait(5)  # one wake-up for the burst, which held a cancel
+        assert listener.take_cancel_asked()
+        assert not listener.take_cancel_asked()  # taken
+    finally:
+        listener.close()
+        sender.close()
+
+
 async def test_the_last_listener_to_stop_removes_the_databases_directory(tmp_path: Path) -> None:
     database = tmp_path / "db.sqlite"
     first, second = Wakeup(database), Wakeup(database)

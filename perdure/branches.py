@@ -21,6 +21,8 @@ from perdure import journal, runs, runtime
 if TYPE_CHECKING:
     from perdure.execution import Execution
 
+_key = runs.builder(runs.Key)  # one per durable call: replaying a long journal makes many
+
 
 class Branch:
     """One line of execution of a run, numbering its durable operations."""
@@ -47,7 +49,7 @@ class Branch:
     def next_key(self) -> runs.Key:
         self.seq += 1
         self.values.clear()
-        return runs.Key(branch=self.id, seq=self.seq)
+        return _key(branch=self.id, seq=self.seq, sub="")
 
     @property
     def replaying(self) -> bool:

@@ -364,6 +364,11 @@ class Execution:
             self.freeze(signals.Ended())
             raise
 
+    def entry_checks(self) -> bool:
+        """Whether `enter` has anything to do (a step replayed from a long journal skips
+        awaiting it when not)."""
+        return self.draining or self.frozen is not None or self.cancel_requested
+
     async def enter(self, branch: Branch) -> None:
         """Checks at the start of every durable operation. While the worker shuts down, a
         new operation waits for the steps in flight to be recorded, then the run freezes."""

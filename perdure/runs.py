@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -111,6 +112,22 @@ class EntryStatus(enum.StrEnum):
     FAILED = "failed"  # a step that failed for good
     RETRYING = "retrying"  # a step between attempts; wake_at is when the next one starts
     PENDING = "pending"  # a wait; wake_at is its deadline
+
+
+def builder(cls: type[T]) -> Callable[..., T]:
+    """A builder of `cls`, a frozen dataclass, from every one of its fields: it fills the
+    instance's __dict__ at once, where the generated __init__ sets each field through
+    object.__setattr__ (2 µs for an Entry, 0.6 for its Key: 26 ms of a 10,000-entry
+    journal read at a claim). The instance is the same; callers pass every field, defaults
+    included. For the hot paths only: elsewhere, the class itself."""
+    new = object.__new__
+
+    def build(**fields: Any) -> T:
+        made = new(cls)
+        made.__dict__.update(fields)
+        return made
+
+    return build
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -36,9 +36,11 @@ class StepSpec:
         body). Outside a task, or inside another step: a plain call of the function."""
         if not isinstance(runtime.current.get(), Branch):
             return self.fn(*args, **kwargs)
-        return runtime.durable(
-            f"step {self.name!r}", lambda b: b.execution.step(b, self, args, kwargs)
-        )
+        return runtime.durable(self.call_name, lambda b: b.execution.step(b, self, args, kwargs))
+
+    @functools.cached_property
+    def call_name(self) -> str:
+        return f"step {self.name!r}"
 
 
 def _spec(

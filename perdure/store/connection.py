@@ -278,7 +278,7 @@ class ConnectionThread:
         self._after_commit()
         for job, (ok, value) in zip(jobs, outcomes, strict=True):
             if ok:
-                job.future.set_result(value)
+                job.future.set_result(value.resolve() if isinstance(value, ops.Later) else value)
             else:
                 job.future.set_exception(value)
         return True

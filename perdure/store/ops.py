@@ -10,7 +10,7 @@ import contextlib
 import gc
 import json
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -35,10 +35,28 @@ class Tx(Protocol):
         ...
 
     def run(self, query: str, params: Mapping[str, Any]) -> int: ...
+    def count_later(self, query: str, params: Mapping[str, Any]) -> Callable[[], int]:
+        """A write whose row count is read only once the transaction committed (on
+        PostgreSQL the statement travels with COMMIT): a function returning it."""
+        ...
+
     def send(self, query: str, params: Mapping[str, Any]) -> None:
         """A write whose answer nobody waits for: PostgreSQL sends it along with the next
         statement that is awaited (or COMMIT). Should it fail, that one fails."""
         ...
+
+
+class Later:
+    """An operation's outcome known only once its transaction committed (it counts rows
+    written by statements sent with COMMIT): the store resolves it before it answers."""
+
+    __slots__ = ("resolve",)
+
+    def __init__(self, resolve: Callable[[], Any]) -> None:
+        self.resolve = resolve
+
+    def __bool__(self) -> bool:
+        raise TypeError("an outcome known only after the commit: the store resolves it")
 
 
 def one(tx: Tx, query: str, params: Mapping[str, Any]) -> Row | None:
@@ -305,8 +323,21 @@ def _progress(tx: Tx, run_id: str, progress: base.Progress | None) -> None:
 
 def checkpoint(
     tx: Tx, lease: base.Lease, entries: list[runs.Entry], progress: base.Progress | None
-) -> bool:
-    """Entries' `result` must already be JSON text (or None)."""
+) -> bool | Later:
+    """Entries' `result` must already be JSON text (or None). With entries alone (the
+    common case), each is written fenced by the lease and the outcome is read after the
+    commit: on PostgreSQL BEGIN, the entries and COMMIT make one round trip."""
+    if entries and (progress is None or (not progress.logs and progress.metadata is None)):
+        token = lease.token
+        written = [
+            tx.count_later(
+                tx.q.UPSERT_ENTRY_FENCED, {**entry_params(lease.run_id, e), "token": token}
+            )
+            for e in entries
+        ]
+        # The first fenced write locks the run's row (FOR SHARE) when the lease is held,
+        # so the lease cannot change before COMMIT: every entry is written, or none.
+        return Later(lambda: written[0]() > 0)
     if not entries:
         if not lease_held(tx, lease):
             return False

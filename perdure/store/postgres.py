@@ -21,7 +21,7 @@ import contextlib
 import os
 import threading
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from typing import Any
@@ -91,6 +91,10 @@ class _Tx:
         cursor = self.conn.execute(query, params)
         self._sync()
         return int(cursor.rowcount)
+
+    def count_later(self, query: str, params: Mapping[str, Any]) -> Callable[[], int]:
+        cursor = self.conn.execute(query, params)  # in a pipeline: answered with COMMIT
+        return lambda: int(cursor.rowcount)
 
     def send(self, query: str, params: Mapping[str, Any]) -> None:
         self.conn.execute(query, params)  # in a pipeline: answered with the next sync

@@ -59,6 +59,10 @@ class _Tx:
     def send(self, query: str, params: Mapping[str, Any]) -> None:
         self.conn.execute(query, params)
 
+    def count_later(self, query: str, params: Mapping[str, Any]) -> Callable[[], int]:
+        count = self.conn.execute(query, params).rowcount
+        return lambda: count
+
     def values(self, query: str, params: Mapping[str, Any]) -> Sequence[tuple[Any, ...]]:
         cursor = self.conn.cursor()
         cursor.row_factory = None

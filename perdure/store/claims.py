@@ -3,13 +3,14 @@ limits of their queues, and gets each with a fresh lease and its journal."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from typing import Any
 
 from perdure import runs
 from perdure.store import base
-from perdure.store.ops import Row, Tx, ended, finish, journal, record_event
+from perdure.store.ops import Row, Tx, ended, finish, journals, record_event
 
 
 def claim(
@@ -41,8 +42,12 @@ def claim(
     if room > 0:
         found = tx.rows(tx.q.CLAIMABLE_RUNS, {**params, "limit": room, "scan": room * 4})
         due, contended = _admit(tx, found)
-    taken = (_take(tx, row, worker_id, version, max_recoveries, token()) for row in orphans + due)
-    return [c for c in taken if c], contended
+    taken = [_take(tx, row, worker_id, version, max_recoveries, token()) for row in orphans + due]
+    claims = [c for c in taken if c]
+    if claims:  # every journal in one statement, read once the leases are taken
+        held = journals(tx, [c.lease.run_id for c in claims])
+        claims = [dataclasses.replace(c, journal=held[c.lease.run_id]) for c in claims]
+    return claims, contended
 
 
 def _admit(tx: Tx, found: Sequence[Row]) -> tuple[list[Row], bool]:
@@ -129,7 +134,7 @@ def _take(
         executed_seconds=row["executed_seconds"] if attempt == row["attempts"] else 0.0,
         resumed_from=status,
         cancel_requested=row["cancel_requested_at"] is not None,
-        journal=journal(tx, run_id, ordered=False),
+        journal=[],  # filled by `claim`, with the other runs' journals
         db_now=tx.now,
     )
 

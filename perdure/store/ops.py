@@ -10,7 +10,7 @@ import contextlib
 import gc
 import json
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -135,20 +135,30 @@ def require_run(tx: Tx, run_id: str) -> runs.Run:
     return run
 
 
-def journal(tx: Tx, run_id: str, ordered: bool = True) -> list[runs.Entry]:
-    """A run's whole journal, in commit order (or, when not `ordered`, in no set order,
-    which spares the database a sort). Read at every claim, where a long journal makes it the
-    claim's main cost: hence plain tuples, and entries built without dataclass __init__."""
-    query = tx.q.LIST_JOURNAL if ordered else tx.q.JOURNAL_BY_KEY
-    kinds, statuses, entry, key = (
-        _KINDS,
-        _STATUSES,
-        runs.builder(runs.Entry),
-        runs.builder(runs.Key),
-    )
+def journal(tx: Tx, run_id: str) -> list[runs.Entry]:
+    """A run's whole journal, in commit order."""
+    return _entries(tx.values(tx.q.LIST_JOURNAL, {"run_id": run_id}))
+
+
+def journals(tx: Tx, run_ids: list[str]) -> dict[str, list[runs.Entry]]:
+    """The journals of the runs a claim takes, in one statement and in no set order (no
+    sort of the entries). Read at every claim, where a long journal makes it the claim's
+    main cost: hence plain tuples, and entries built without dataclass __init__."""
+    found: dict[str, list[runs.Entry]] = {run_id: [] for run_id in run_ids}
+    with _no_gc():
+        rows = tx.values(tx.q.JOURNALS_OF, {"run_ids": json.dumps(run_ids)})
+        entries = _entries(row[1:] for row in rows)
+    for row, entry in zip(rows, entries, strict=True):
+        found[row[0]].append(entry)
+    return found
+
+
+def _entries(rows: Iterable[Sequence[Any]]) -> list[runs.Entry]:
+    """Entries from rows in ENTRY_COLUMNS' order."""
+    kinds, statuses = _KINDS, _STATUSES
+    entry, key = runs.builder(runs.Entry), runs.builder(runs.Key)
     entries = []
     with _no_gc():  # 10,000 entries are 40,000 objects, none in a cycle
-        rows = tx.values(query, {"run_id": run_id})
         for values in rows:
             order, branch, seq, sub, kind, name, status, result, error, attempts = values[:10]
             wake_at, started_at, finished_at, attempt = values[10:]
@@ -359,10 +369,12 @@ def _transition(
     params: dict[str, Any],
     to_status: str,
     detail: str | None,
-) -> bool:
+) -> Row | None:
+    """The leased run's transition; its state before (None, and nothing done, when the
+    lease is no longer held)."""
     state = one(tx, tx.q.GET_RUN_STATE, {"id": lease.run_id})
     if state is None or state["lease_token"] != lease.token:
-        return False
+        return None
     tx.send(query, {"run_id": lease.run_id, "token": lease.token, "now": tx.now, **params})
     record_event(
         tx,
@@ -373,7 +385,7 @@ def _transition(
         state["lease_worker"],
         detail,
     )
-    return True
+    return state
 
 
 def suspend(
@@ -451,7 +463,8 @@ def finish(
         "escaped": json.dumps([[k.branch, k.seq, k.sub] for k in drop]) if drop else None,
     }
     detail = None if error is None else f"{error.type}: {error.message}"
-    if not _transition(tx, lease, tx.q.FINISH, params, status.value, detail):
+    state = _transition(tx, lease, tx.q.FINISH, params, status.value, detail)
+    if state is None:
         return False
     if status in runs.KEY_FREEING:
         tx.send(tx.q.FREE_KEY, {"run_id": lease.run_id})
@@ -459,14 +472,15 @@ def finish(
         tx.send(tx.q.CANCEL_RUN_TOKENS, {"run_id": lease.run_id, "now": tx.now})
         _cancel_children(tx, lease.run_id)
     _progress(tx, lease.run_id, progress)
-    ended(tx, lease.run_id)
+    ended(tx, lease.run_id, parent=state)
     return True
 
 
-def ended(tx: Tx, run_id: str) -> None:
+def ended(tx: Tx, run_id: str, parent: Row | None = None) -> None:
+    """`parent`: the run's row with its parent entry, when the caller read it already."""
     from perdure.store import children  # children builds on this module
 
-    children.child_ended(tx, run_id)
+    children.child_ended(tx, run_id, parent)
 
 
 def _cancel_children(tx: Tx, run_id: str) -> None:

@@ -68,6 +68,8 @@ OVERRIDES: dict[str, str] = {
           AND ttl_expires_at <= :now
         LIMIT 100
         FOR UPDATE SKIP LOCKED""",
+    "JOURNALS_OF": f"""SELECT run_id, {sql.ENTRY_COLUMNS} FROM journal
+        WHERE run_id IN (SELECT jsonb_array_elements_text(CAST(:run_ids AS jsonb)))""",
     "NEXT_DUE": f"""SELECT MIN(due_at) AS due FROM runs
         WHERE status IN ('queued', 'delayed', 'retrying', 'waiting') AND due_at > :now
           AND {_IN_TASKS}""",
@@ -110,7 +112,7 @@ OVERRIDES: dict[str, str] = {
         FROM held
         {sql._ENTRY_UPDATE}""",
     "GET_RUN_STATE": """SELECT status, attempts, lease_token, lease_worker, idempotency_key,
-            task_id
+            task_id, parent_id, parent_branch, parent_seq
         FROM runs WHERE id = :id FOR UPDATE""",
     "GET_TOKEN_FOR_UPDATE": f"SELECT {sql.TOKEN_COLUMNS} FROM tokens WHERE id = :id FOR UPDATE",
     "LOCK_SLOT": """SELECT pg_try_advisory_xact_lock(7157242,

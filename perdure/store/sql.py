@@ -10,7 +10,8 @@ ENTRY_COLUMNS = """ord, branch, seq, sub, kind, name, status, result, error, att
 
 GET_RUN = f"SELECT {RUN_COLUMNS} FROM runs WHERE id = :id"
 
-GET_RUN_STATE = """SELECT status, attempts, lease_token, lease_worker, idempotency_key, task_id
+GET_RUN_STATE = """SELECT status, attempts, lease_token, lease_worker, idempotency_key, task_id,
+        parent_id, parent_branch, parent_seq
     FROM runs WHERE id = :id"""
 
 FIND_KEY = """SELECT run_id, expires_at FROM idempotency_keys
@@ -39,9 +40,10 @@ LIST_EVENTS = """SELECT at, from_status, to_status, attempt, worker_id, detail
 
 LIST_JOURNAL = f"SELECT {ENTRY_COLUMNS} FROM journal WHERE run_id = :run_id ORDER BY ord"
 
-# The same in no set order (SQLite reads it in its key index's order): a claim indexes the
-# entries by key, and spares the database a sort of them.
-JOURNAL_BY_KEY = f"SELECT {ENTRY_COLUMNS} FROM journal WHERE run_id = :run_id"
+# The journals of the runs a claim takes, in one statement and in no set order: a claim
+# indexes the entries by key, and spares the database a sort of them.
+JOURNALS_OF = f"""SELECT run_id, {ENTRY_COLUMNS} FROM journal
+    WHERE run_id IN (SELECT value FROM json_each(:run_ids))"""
 
 LIST_LOGS = """SELECT attempt, branch, seq, level, message, at FROM logs
     WHERE run_id = :run_id ORDER BY id"""

@@ -277,8 +277,13 @@ class ConnectionThread:
             return True
         self._after_commit()
         for job, (ok, value) in zip(jobs, outcomes, strict=True):
+            if ok and isinstance(value, ops.Later):
+                try:
+                    ok, value = True, value.resolve()
+                except Exception as error:  # every caller of the batch still hears back
+                    ok, value = False, self._translate(error)
             if ok:
-                job.future.set_result(value.resolve() if isinstance(value, ops.Later) else value)
+                job.future.set_result(value)
             else:
                 job.future.set_exception(value)
         return True

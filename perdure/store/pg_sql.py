@@ -69,7 +69,7 @@ OVERRIDES: dict[str, str] = {
         LIMIT 100
         FOR UPDATE SKIP LOCKED""",
     "JOURNALS_OF": f"""SELECT run_id, {sql.ENTRY_COLUMNS} FROM journal
-        WHERE run_id IN (SELECT jsonb_array_elements_text(CAST(:run_ids AS jsonb)))""",
+        WHERE run_id = ANY(ARRAY(SELECT jsonb_array_elements_text(CAST(:run_ids AS jsonb))))""",
     "NEXT_DUE": f"""SELECT MIN(due_at) AS due FROM runs
         WHERE status IN ('queued', 'delayed', 'retrying', 'waiting') AND due_at > :now
           AND {_IN_TASKS}""",

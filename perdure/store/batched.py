@@ -82,9 +82,8 @@ class BatchedStore(connection.ConnectionThread):
         return result
 
     async def entry(self, run_id: str, key: runs.Key) -> runs.Entry | None:
-        params = {"run_id": run_id, "branch": key.branch, "seq": key.seq}
-        rows = await self._read_op(lambda tx: tx.rows(tx.q.GET_ENTRY, params))
-        return ops.entry_from_row(rows[0]) if rows else None
+        found: runs.Entry | None = await self._read_op(lambda tx: ops.entry(tx, run_id, key))
+        return found
 
     async def logs(self, run_id: str) -> list[base.LogLine]:
         rows = await self._read_op(lambda tx: tx.rows(tx.q.LIST_LOGS, {"run_id": run_id}))

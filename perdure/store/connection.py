@@ -155,16 +155,7 @@ class ConnectionThread:
                     with self._busy:
                         self._conn = conn = self._reconnect(None)
                     continue
-                batch = [job]
-                while len(batch) < 512:
-                    try:
-                        nxt = self._jobs.get_nowait()
-                    except queue.Empty:
-                        break
-                    if nxt is None:
-                        self._jobs.put(None)
-                        break
-                    batch.append(nxt)
+                batch = self._drain(job, 512)
                 with self._busy:
                     self._run(conn, batch)
                     self._done_with(len(batch))
@@ -192,9 +183,11 @@ class ConnectionThread:
         self._backoff, self._retry_at = 0.05, 0.0
         return fresh
 
-    def _fail_unavailable(self, job: Job) -> None:
+    def _drain(self, job: Job, limit: int | None = None) -> list[Job]:
+        """`job` and those queued behind it (at most `limit` in all), leaving the queue's
+        end mark (None) in place for the thread's loop."""
         batch = [job]
-        while True:
+        while limit is None or len(batch) < limit:
             try:
                 nxt = self._jobs.get_nowait()
             except queue.Empty:
@@ -203,6 +196,10 @@ class ConnectionThread:
                 self._jobs.put(None)
                 break
             batch.append(nxt)
+        return batch
+
+    def _fail_unavailable(self, job: Job) -> None:
+        batch = self._drain(job)
         for queued in batch:
             queued.future.set_exception(
                 exceptions.StoreError(f"the {self.label} database is unreachable; retrying")

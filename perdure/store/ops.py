@@ -106,23 +106,6 @@ _KINDS = {kind.value: kind for kind in runs.EntryKind}
 _STATUSES = {status.value: status for status in runs.EntryStatus}
 
 
-def entry_from_row(row: Row) -> runs.Entry:
-    return runs.Entry(
-        key=runs.Key(branch=row["branch"], seq=row["seq"], sub=row["sub"]),
-        kind=_KINDS[row["kind"]],
-        name=row["name"],
-        status=_STATUSES[row["status"]],
-        result=row["result"],
-        error=_json(row["error"]),
-        attempts=row["attempts"],
-        wake_at=row["wake_at"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        attempt=row["attempt"],
-        order=row["ord"],
-    )
-
-
 def get_run(tx: Tx, run_id: str) -> runs.Run | None:
     row = one(tx, tx.q.GET_RUN, {"id": run_id})
     return None if row is None else run_from_row(row)
@@ -138,6 +121,12 @@ def require_run(tx: Tx, run_id: str) -> runs.Run:
 def journal(tx: Tx, run_id: str) -> list[runs.Entry]:
     """A run's whole journal, in commit order."""
     return _entries(tx.values(tx.q.LIST_JOURNAL, {"run_id": run_id}))
+
+
+def entry(tx: Tx, run_id: str, key: runs.Key) -> runs.Entry | None:
+    params = {"run_id": run_id, "branch": key.branch, "seq": key.seq}
+    found = _entries(tx.values(tx.q.GET_ENTRY, params))
+    return found[0] if found else None
 
 
 def journals(tx: Tx, run_ids: list[str]) -> dict[str, list[runs.Entry]]:

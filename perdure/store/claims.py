@@ -40,7 +40,10 @@ def claim(
     contended = False
     room = limit - len(orphans)
     if room > 0:
-        found = tx.rows(tx.q.CLAIMABLE_RUNS, {**params, "limit": room, "scan": room * 4})
+        found = list(tx.rows(tx.q.CLAIMABLE_RUNS, {**params, "limit": room}))
+        if tx.rows(tx.q.LIMITED_QUEUES, {})[0]["limited"]:
+            limited = tx.rows(tx.q.LIMITED_CLAIMABLE_RUNS, {**params, "limit": room, "scan": room * 4})
+            found = sorted([*found, *limited], key=_rank)[:room]
         due, contended = _admit(tx, found)
     taken = [_take(tx, row, worker_id, version, max_recoveries, token()) for row in orphans + due]
     claims = [c for c in taken if c]
@@ -48,6 +51,11 @@ def claim(
         held = journals(tx, [c.lease.run_id for c in claims])
         claims = [dataclasses.replace(c, journal=held[c.lease.run_id]) for c in claims]
     return claims, contended
+
+
+def _rank(row: Row) -> tuple[int, float, str]:
+    """The order due runs are taken in: by priority, then the earliest due first."""
+    return -row["priority"], row["due_at"], row["id"]
 
 
 def _admit(tx: Tx, found: Sequence[Row]) -> tuple[list[Row], bool]:

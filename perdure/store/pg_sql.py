@@ -20,7 +20,9 @@ from perdure.store import sql
 _IN_TASKS = "task_id IN (SELECT jsonb_array_elements_text(CAST(:task_ids AS jsonb)))"
 _DUE = f"""r.status IN ('queued', 'delayed', 'retrying', 'waiting') AND r.due_at <= :now
               AND r.{_IN_TASKS}
-              AND (CAST(:version AS text) IS NULL OR r.version IS NULL OR r.version = :version)"""
+              AND (CAST(:version AS text) IS NULL OR r.version IS NULL OR r.version = :version)
+              AND (r.ttl_expires_at IS NULL OR r.ttl_expires_at > :now
+                   OR r.status NOT IN ('queued', 'delayed'))"""
 
 OVERRIDES: dict[str, str] = {
     "ORPHANED_RUNS": f"""SELECT r.id, {sql._claim_columns("r")}
@@ -31,7 +33,16 @@ OVERRIDES: dict[str, str] = {
           AND (CAST(:version AS text) IS NULL OR r.version IS NULL OR r.version = :version)
         LIMIT :limit
         FOR UPDATE OF r SKIP LOCKED""",
-    "CLAIMABLE_RUNS": f"""WITH busy AS (
+    # The run rows a claim finds are locked as they are returned, skipping those another
+    # claim holds: workers claiming at once take different runs without waiting.
+    "CLAIMABLE_RUNS": f"""SELECT r.id, r.queue, r.concurrency_key, NULL AS concurrency_limit,
+            r.priority, r.due_at, {sql._claim_columns("r")}
+        FROM runs r
+        WHERE {_DUE} AND NOT EXISTS ({sql._LIMITED})
+        ORDER BY r.priority DESC, r.due_at, r.id
+        LIMIT :limit
+        FOR UPDATE OF r SKIP LOCKED""",
+    "LIMITED_CLAIMABLE_RUNS": f"""WITH busy AS (
             SELECT queue, concurrency_key AS ckey, COUNT(*) AS n FROM runs
             WHERE status = 'running' GROUP BY queue, concurrency_key
         ), candidates AS (
@@ -42,21 +53,16 @@ OVERRIDES: dict[str, str] = {
             JOIN queues q ON q.name = r.queue AND q.concurrency_limit IS NOT NULL
             WHERE {_DUE}
         ), ranked AS (
-            (SELECT r.id FROM runs r
-             WHERE {_DUE} AND NOT EXISTS (SELECT 1 FROM queues q
-                 WHERE q.name = r.queue AND q.concurrency_limit IS NOT NULL)
-             ORDER BY r.priority DESC, r.due_at, r.id LIMIT :scan)
-            UNION ALL
-            (SELECT c.id FROM candidates c
-             LEFT JOIN busy b ON b.queue = c.queue
-                 AND b.ckey IS NOT DISTINCT FROM c.concurrency_key
-             WHERE c.rn <= c.concurrency_limit - COALESCE(b.n, 0)
-             ORDER BY c.priority DESC, c.due_at, c.id LIMIT :scan)
+            SELECT c.id FROM candidates c
+            LEFT JOIN busy b ON b.queue = c.queue
+                AND b.ckey IS NOT DISTINCT FROM c.concurrency_key
+            WHERE c.rn <= c.concurrency_limit - COALESCE(b.n, 0)
+            ORDER BY c.priority DESC, c.due_at, c.id LIMIT :scan
         )
-        SELECT r.id, r.queue, r.concurrency_key, q.concurrency_limit, {sql._claim_columns("r")}
-        FROM runs r LEFT JOIN queues q ON q.name = r.queue
-        WHERE r.id IN (SELECT id FROM ranked)
-          AND r.status IN ('queued', 'delayed', 'retrying', 'waiting') AND r.due_at <= :now
+        SELECT r.id, r.queue, r.concurrency_key, q.concurrency_limit, r.priority, r.due_at,
+            {sql._claim_columns("r")}
+        FROM runs r JOIN queues q ON q.name = r.queue
+        WHERE r.id IN (SELECT id FROM ranked) AND {_DUE}
         ORDER BY r.priority DESC, r.due_at, r.id
         LIMIT :limit
         FOR UPDATE OF r SKIP LOCKED""",

@@ -69,43 +69,46 @@ ORPHANED_RUNS = f"""SELECT r.id, {_claim_columns("r")} FROM runs r INDEXED BY ru
       AND (:version IS NULL OR r.version IS NULL OR r.version = :version)
     LIMIT :limit"""
 
-# Due runs, at most as many per (queue, concurrency key) as the queue's limit leaves free:
-# a full queue never hides the runs of other queues or keys behind it. Only the runs of
-# limited queues are ranked; the others are taken straight by priority and due time, so a
-# long backlog in an unlimited queue costs a claim no sort of it all.
+# Due runs. A claim reads the runs of unlimited queues straight by priority and due time
+# (a long backlog costs it no ranking); only where some queue has a concurrency limit does
+# it read the runs of limited queues too, at most as many per (queue, concurrency key) as
+# the limit leaves free, so that a full queue never hides the runs of others behind it.
+# A queued run whose ttl has passed is never due: the claim's transaction ends it instead.
 _DUE = """r.status IN ('queued', 'delayed', 'retrying', 'waiting') AND r.due_at <= :now
           AND r.task_id IN (SELECT value FROM json_each(:task_ids))
-          AND (:version IS NULL OR r.version IS NULL OR r.version = :version)"""
+          AND (:version IS NULL OR r.version IS NULL OR r.version = :version)
+          AND (r.ttl_expires_at IS NULL OR r.ttl_expires_at > :now
+               OR r.status NOT IN ('queued', 'delayed'))"""
 
-CLAIMABLE_RUNS = f"""WITH busy AS (
+_LIMITED = "SELECT 1 FROM queues q WHERE q.name = r.queue AND q.concurrency_limit IS NOT NULL"
+
+CLAIMABLE_RUNS = f"""SELECT r.id, r.queue, r.concurrency_key, NULL AS concurrency_limit,
+        r.priority, r.due_at, {_claim_columns("r")}
+    FROM runs r INDEXED BY runs_due  -- never the index by task, with its finished runs
+    WHERE {_DUE} AND NOT EXISTS ({_LIMITED})
+    ORDER BY r.priority DESC, r.due_at, r.id
+    LIMIT :limit"""
+
+LIMITED_QUEUES = """SELECT EXISTS (SELECT 1 FROM queues WHERE concurrency_limit IS NOT NULL)
+    AS limited"""
+
+LIMITED_CLAIMABLE_RUNS = f"""WITH busy AS (
         SELECT queue, concurrency_key AS ckey, COUNT(*) AS n FROM runs
         WHERE status = 'running' GROUP BY queue, concurrency_key
     ), candidates AS (
-        SELECT r.id, r.queue, r.concurrency_key, r.priority, r.due_at, q.concurrency_limit,
+        SELECT r.id, q.concurrency_limit,
             ROW_NUMBER() OVER (PARTITION BY r.queue, r.concurrency_key
                                ORDER BY r.priority DESC, r.due_at, r.id) AS rn
-        FROM runs r INDEXED BY runs_due  -- never the index by task, with its finished runs
+        FROM runs r INDEXED BY runs_due
         JOIN queues q ON q.name = r.queue AND q.concurrency_limit IS NOT NULL
         WHERE {_DUE}
-    ), ranked AS (
-        SELECT * FROM (
-            SELECT r.id, r.queue, r.concurrency_key, r.priority, r.due_at,
-                NULL AS concurrency_limit
-            FROM runs r INDEXED BY runs_due
-            WHERE {_DUE} AND NOT EXISTS (SELECT 1 FROM queues q
-                WHERE q.name = r.queue AND q.concurrency_limit IS NOT NULL)
-            ORDER BY r.priority DESC, r.due_at, r.id LIMIT :limit)
-        UNION ALL
-        SELECT * FROM (
-            SELECT c.id, c.queue, c.concurrency_key, c.priority, c.due_at, c.concurrency_limit
-            FROM candidates c
-            LEFT JOIN busy b ON b.queue = c.queue AND b.ckey IS c.concurrency_key
-            WHERE c.rn <= c.concurrency_limit - COALESCE(b.n, 0)
-            ORDER BY c.priority DESC, c.due_at, c.id LIMIT :limit)
     )
-    SELECT k.id, k.queue, k.concurrency_key, k.concurrency_limit, {_claim_columns("r")}
-    FROM ranked k JOIN runs r ON r.id = k.id
-    ORDER BY k.priority DESC, k.due_at, k.id
+    SELECT r.id, r.queue, r.concurrency_key, c.concurrency_limit, r.priority, r.due_at,
+        {_claim_columns("r")}
+    FROM candidates c JOIN runs r ON r.id = c.id
+    LEFT JOIN busy b ON b.queue = r.queue AND b.ckey IS r.concurrency_key
+    WHERE c.rn <= c.concurrency_limit - COALESCE(b.n, 0)
+    ORDER BY r.priority DESC, r.due_at, r.id
     LIMIT :limit"""
 
 # Runs holding slots of one (queue, concurrency key), counted once its slots are locked.

@@ -124,7 +124,7 @@ class StepDurations:
 def queue_stats(tx: ops.Tx) -> list[QueueStats]:
     """Every declared queue, and every queue holding unfinished runs, by name."""
     limits = {r["name"]: r["concurrency_limit"] for r in tx.rows(_q(tx, "QUEUES"), {})}
-    counts = {r["queue"]: r for r in tx.rows(_q(tx, "QUEUE_STATS"), {"now": tx.now})}
+    counts = {r["queue"]: r for r in tx.rows(_q(tx, "QUEUE_STATS"), {})}
     return [
         QueueStats(
             name=name,

@@ -50,7 +50,7 @@ class BatchedStore(connection.ConnectionThread):
                 continue
             silent = tx.now - row["heartbeat_at"] > lease_seconds
             if silent or not self._lock_held(tx, row["id"]):
-                tx.run(tx.q.MARK_DEAD, {"id": row["id"], "now": tx.now})
+                tx.run(tx.q.MARK_DEAD, {"id": row["id"]})
                 dead.append(row["id"])
         return dead
 
@@ -142,7 +142,7 @@ class BatchedStore(connection.ConnectionThread):
         """When the earliest not-yet-due run of these tasks becomes due."""
 
         params = {"task_ids": json.dumps(task_ids)}
-        rows = await self._read_op(lambda tx: tx.rows(tx.q.NEXT_DUE, {**params, "now": tx.now}))
+        rows = await self._read_op(lambda tx: tx.rows(tx.q.NEXT_DUE, params))
         value = rows[0]["due"] if rows else None
         return None if value is None else float(value)
 

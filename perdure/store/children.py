@@ -79,13 +79,12 @@ def _settle_if_all_ended(tx: ops.Tx, parent_id: str, key: runs.Key) -> None:
             "run_id": parent_id,
             "branch": key.branch,
             "seq": key.seq,
-            "now": tx.now,
             "status": runs.EntryStatus.COMPLETED.value,
             "result": json.dumps(result),
             "error": None,
         },
     )
-    tx.run(tx.q.WAKE_RUN, {"run_id": parent_id, "now": tx.now})
+    tx.run(tx.q.WAKE_RUN, {"run_id": parent_id})
 
 
 def unfinished_children(tx: ops.Tx, parent_id: str) -> list[str]:

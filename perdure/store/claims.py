@@ -10,7 +10,7 @@ from typing import Any
 
 from perdure import runs
 from perdure.store import base
-from perdure.store.ops import Row, Tx, ended, finish, journals, record_event
+from perdure.store.ops import Later, Row, Tx, ended, finish, journals, record_event
 
 
 def claim(
@@ -21,36 +21,45 @@ def claim(
     limit: int,
     max_recoveries: int,
     token: Any,
-) -> tuple[list[base.Claim], bool]:
+) -> tuple[list[base.Claim], bool] | Later:
     """Take up to `limit` runs: orphans of dead workers first, then due runs by priority
     and due time, as many per limited (queue, concurrency key) as its free slots allow.
     `token` is a callable returning a fresh lease token. Also says whether runs were left
     because another claim held their slots (worth claiming again once it commits)."""
-    if not tx.rows(tx.q.WORKER_ALIVE, {"worker_id": worker_id}):
+    # What a claim needs to know is asked for all at once (on PostgreSQL, one round trip),
+    # then used in order: a worker declared dead takes nothing of what was found.
+    params = {"task_ids": json.dumps(task_ids), "version": version, "worker_id": worker_id}
+    alive = tx.rows_later(tx.q.WORKER_ALIVE, {"worker_id": worker_id})
+    expired = tx.rows_later(tx.q.EXPIRED_RUNS, {})
+    orphaned = tx.rows_later(tx.q.ORPHANED_RUNS, {**params, "limit": limit})
+    limited = tx.rows_later(tx.q.LIMITED_QUEUES, {})
+    unlimited = tx.rows_later(tx.q.CLAIMABLE_RUNS, {**params, "limit": limit})
+    if not alive():
         return [], False  # declared dead or stopped: it may hold nothing more
-    expire(tx)
-    params = {
-        "task_ids": json.dumps(task_ids),
-        "version": version,
-        "now": tx.now,
-        "worker_id": worker_id,
-    }
-    orphans = list(tx.rows(tx.q.ORPHANED_RUNS, {**params, "limit": limit}))
+    expire(tx, expired())
+    orphans = list(orphaned())
     due: list[Row] = []
     contended = False
     room = limit - len(orphans)
     if room > 0:
-        found = list(tx.rows(tx.q.CLAIMABLE_RUNS, {**params, "limit": room}))
-        if tx.rows(tx.q.LIMITED_QUEUES, {})[0]["limited"]:
-            limited = tx.rows(tx.q.LIMITED_CLAIMABLE_RUNS, {**params, "limit": room, "scan": room * 4})
-            found = sorted([*found, *limited], key=_rank)[:room]
-        due, contended = _admit(tx, found)
+        found = list(unlimited())
+        if limited()[0]["limited"]:
+            scan = {**params, "limit": room, "scan": room * 4}
+            found += tx.rows(tx.q.LIMITED_CLAIMABLE_RUNS, scan)
+        due, contended = _admit(tx, sorted(found, key=_rank)[:room])
     taken = [_take(tx, row, worker_id, version, max_recoveries, token()) for row in orphans + due]
     claims = [c for c in taken if c]
-    if claims:  # every journal in one statement, read once the leases are taken
-        held = journals(tx, [c.lease.run_id for c in claims])
-        claims = [dataclasses.replace(c, journal=held[c.lease.run_id]) for c in claims]
-    return claims, contended
+    if not claims:
+        return [], contended
+    # Every journal in one statement, read once the leases are taken: on PostgreSQL it
+    # travels with COMMIT, and the claims are made once it is answered.
+    read = journals(tx, [c.lease.run_id for c in claims])
+
+    def made() -> tuple[list[base.Claim], bool]:
+        held = read()
+        return [dataclasses.replace(c, journal=held[c.lease.run_id]) for c in claims], contended
+
+    return Later(made)
 
 
 def _rank(row: Row) -> tuple[int, float, str]:
@@ -81,11 +90,11 @@ def _admit(tx: Tx, found: Sequence[Row]) -> tuple[list[Row], bool]:
     return admitted, contended
 
 
-def expire(tx: Tx) -> None:
+def expire(tx: Tx, expired: Sequence[Row]) -> None:
     """End queued and delayed runs whose ttl passed before any worker took them."""
     error = runs.RunError(type="expired", message="the run's ttl passed before it started")
-    for row in tx.rows(tx.q.EXPIRED_RUNS, {"now": tx.now}):
-        tx.run(tx.q.EXPIRE, {"id": row["id"], "now": tx.now, "error": json.dumps(error.to_json())})
+    for row in expired:
+        tx.run(tx.q.EXPIRE, {"id": row["id"], "error": json.dumps(error.to_json())})
         tx.run(tx.q.FREE_KEY, {"run_id": row["id"]})
         record_event(tx, row["id"], None, "expired", 0, None, "ttl passed")
         ended(tx, row["id"])
@@ -122,7 +131,6 @@ def _take(
             "attempt": attempt,
             "recoveries": recoveries,
             "version": version,
-            "now": tx.now,
             "executed_seconds": row["executed_seconds"] if attempt == row["attempts"] else 0,
         },
     )

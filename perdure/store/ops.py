@@ -22,7 +22,8 @@ Row = Mapping[str, Any]
 
 class Tx(Protocol):
     """A connection inside a transaction, with `now` (the database's clock, read once per
-    transaction) and `q`, the named queries of its backend's dialect."""
+    transaction) and `q`, the named queries of its backend's dialect. A query's `:now`
+    is that clock: callers never pass it."""
 
     q: Any
 
@@ -32,6 +33,17 @@ class Tx(Protocol):
     def rows(self, query: str, params: Mapping[str, Any]) -> Sequence[Row]: ...
     def values(self, query: str, params: Mapping[str, Any]) -> Sequence[tuple[Any, ...]]:
         """Rows as plain tuples, in the query's column order: for reads of many rows."""
+        ...
+
+    def rows_later(self, query: str, params: Mapping[str, Any]) -> Callable[[], Sequence[Row]]:
+        """`rows`, sent at once and answered when first asked for: statements sent this
+        way one after another travel together (on PostgreSQL, one round trip for all)."""
+        ...
+
+    def values_later(
+        self, query: str, params: Mapping[str, Any]
+    ) -> Callable[[], Sequence[tuple[Any, ...]]]:
+        """`values`, likewise; asked for after COMMIT, they travel with it."""
         ...
 
     def run(self, query: str, params: Mapping[str, Any]) -> int: ...
@@ -129,17 +141,23 @@ def entry(tx: Tx, run_id: str, key: runs.Key) -> runs.Entry | None:
     return found[0] if found else None
 
 
-def journals(tx: Tx, run_ids: list[str]) -> dict[str, list[runs.Entry]]:
+def journals(tx: Tx, run_ids: list[str]) -> Callable[[], dict[str, list[runs.Entry]]]:
     """The journals of the runs a claim takes, in one statement and in no set order (no
-    sort of the entries). Read at every claim, where a long journal makes it the claim's
-    main cost: hence plain tuples, and entries built without dataclass __init__."""
-    found: dict[str, list[runs.Entry]] = {run_id: [] for run_id in run_ids}
-    with _no_gc():
-        rows = tx.values(tx.q.JOURNALS_OF, {"run_ids": json.dumps(run_ids)})
-        entries = _entries(row[1:] for row in rows)
-    for row, entry in zip(rows, entries, strict=True):
-        found[row[0]].append(entry)
-    return found
+    sort of the entries), asked for now and read when called (`values_later`). Read at
+    every claim, where a long journal makes it the claim's main cost: hence plain
+    tuples, and entries built without dataclass __init__."""
+    fetch = tx.values_later(tx.q.JOURNALS_OF, {"run_ids": json.dumps(run_ids)})
+
+    def read() -> dict[str, list[runs.Entry]]:
+        found: dict[str, list[runs.Entry]] = {run_id: [] for run_id in run_ids}
+        with _no_gc():
+            rows = fetch()
+            entries = _entries(row[1:] for row in rows)
+        for row, entry in zip(rows, entries, strict=True):
+            found[row[0]].append(entry)
+        return found
+
+    return read
 
 
 def _entries(rows: Iterable[Sequence[Any]]) -> list[runs.Entry]:
@@ -214,7 +232,6 @@ def record_event(
         tx.q.INSERT_EVENT,
         {
             "run_id": run_id,
-            "at": tx.now,
             "from_status": from_status,
             "to_status": to_status,
             "attempt": attempt,
@@ -259,9 +276,8 @@ def create_run(tx: Tx, new: base.NewRun) -> tuple[str, bool]:
             "root_id": new.root_id,
             "idempotency_key": new.idempotency_key,
             "version": new.version,
-            "now": tx.now,
-            "due_at": tx.now + (new.delay or 0),
-            "ttl_expires_at": None if new.ttl is None else tx.now + new.ttl,
+            "delay": float(new.delay or 0),
+            "ttl": None if new.ttl is None else float(new.ttl),
             "parent_branch": None if new.parent_entry is None else new.parent_entry.branch,
             "parent_seq": None if new.parent_entry is None else new.parent_entry.seq,
             "batch_index": new.batch_index,
@@ -364,7 +380,7 @@ def _transition(
     state = one(tx, tx.q.GET_RUN_STATE, {"id": lease.run_id})
     if state is None or state["lease_token"] != lease.token:
         return None
-    tx.send(query, {"run_id": lease.run_id, "token": lease.token, "now": tx.now, **params})
+    tx.send(query, {"run_id": lease.run_id, "token": lease.token, **params})
     record_event(
         tx,
         lease.run_id,
@@ -458,7 +474,7 @@ def finish(
     if status in runs.KEY_FREEING:
         tx.send(tx.q.FREE_KEY, {"run_id": lease.run_id})
     if status is runs.RunStatus.CANCELED:
-        tx.send(tx.q.CANCEL_RUN_TOKENS, {"run_id": lease.run_id, "now": tx.now})
+        tx.send(tx.q.CANCEL_RUN_TOKENS, {"run_id": lease.run_id})
         _cancel_children(tx, lease.run_id)
     _progress(tx, lease.run_id, progress)
     ended(tx, lease.run_id, parent=state)
@@ -490,14 +506,14 @@ def cancel_run(tx: Tx, run_id: str) -> runs.Run:
             f"run {run_id} is already {run.status.value}; only unfinished runs can be canceled"
         )
     if run.status is runs.RunStatus.RUNNING:
-        tx.run(tx.q.REQUEST_CANCEL, {"id": run_id, "now": tx.now})
+        tx.run(tx.q.REQUEST_CANCEL, {"id": run_id})
     elif run.status is runs.RunStatus.WAITING:
         # It started: wake it so its code gets CancelledError and may clean up.
-        tx.run(tx.q.REQUEST_CANCEL_AND_WAKE, {"id": run_id, "now": tx.now})
+        tx.run(tx.q.REQUEST_CANCEL_AND_WAKE, {"id": run_id})
     else:
-        tx.run(tx.q.CANCEL_IDLE, {"id": run_id, "now": tx.now})
+        tx.run(tx.q.CANCEL_IDLE, {"id": run_id})
         tx.run(tx.q.FREE_KEY, {"run_id": run_id})
-        tx.run(tx.q.CANCEL_RUN_TOKENS, {"run_id": run_id, "now": tx.now})
+        tx.run(tx.q.CANCEL_RUN_TOKENS, {"run_id": run_id})
         record_event(tx, run_id, run.status.value, "canceled", run.attempts, None, "canceled")
         ended(tx, run_id)
     _cancel_children(tx, run_id)
@@ -515,7 +531,7 @@ def retry_run(tx: Tx, run_id: str, key_ttl: float) -> runs.Run:
     if escaped is not None and escaped["escaped"]:
         keys = [runs.Key(branch=b, seq=s, sub=u) for b, s, u in json.loads(escaped["escaped"])]
         _drop(tx, run_id, keys)
-    tx.run(tx.q.REQUEUE, {"id": run_id, "now": tx.now})
+    tx.run(tx.q.REQUEUE, {"id": run_id})
     if run.idempotency_key is not None:
         held = one(tx, tx.q.FIND_KEY, {"task_id": run.task_id, "key": run.idempotency_key})
         if held is None or held["expires_at"] <= tx.now:

@@ -132,9 +132,14 @@ OVERRIDES: dict[str, str] = {
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 
 
+# `:now` is the transaction's clock (`Tx.now`), read by the server itself: a statement
+# needs no round trip of its own to learn it first.
+CLOCK = "CAST(EXTRACT(EPOCH FROM now()) AS float8)"
+
+
 def to_pyformat(query: str) -> str:
-    """`:name` -> `%(name)s` (and a literal `%` -> `%%`)."""
-    return _PARAM.sub(r"%(\1)s", query.replace("%", "%%"))
+    """`:name` -> `%(name)s` (and a literal `%` -> `%%`); `:now` -> the clock."""
+    return _PARAM.sub(lambda m: CLOCK if m[1] == "now" else f"%({m[1]})s", query.replace("%", "%%"))
 
 
 def dialect() -> Any:

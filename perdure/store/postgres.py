@@ -62,32 +62,59 @@ def _worker_lock_key(worker_id: str) -> int:
 
 class _Tx:
     """A connection inside a transaction. In a write batch the connection is in pipeline
-    mode: each statement is sent, then its answer awaited (`pipeline.sync`), so what was
-    sent before it and needs no answer (BEGIN) travels in the same round trip."""
+    mode: statements are sent at once and their answers awaited only when needed
+    (`pipeline.sync`), so what was sent before and needs no answer of its own (BEGIN,
+    the clock, writes nobody waits for, reads asked for later) travels in the same round
+    trip."""
 
     def __init__(self, conn: Any, pipeline: Any = None) -> None:
         self.conn = conn
         self.q: Any = pg_sql.Q
         self._now: float | None = None
+        self._pipeline = pipeline
         self._sync = pipeline.sync if pipeline is not None else _nothing
+        self._clock: Any = None  # the statement reading `now`, once sent
 
     @property
     def now(self) -> float:
-        """The database's clock, read when first needed (a checkpoint never needs it: one
-        round trip fewer)."""
+        """The transaction's clock on the server (the same as a query's `:now`)."""
         if self._now is None:
-            cursor = self.conn.execute("SELECT EXTRACT(EPOCH FROM clock_timestamp()) AS now")
-            self._sync()
-            self._now = float(cursor.fetchone()["now"])
+            self._ask_clock()
+            self._now = float(self._answer(self._clock).fetchone()["now"])
         return self._now
 
+    def _ask_clock(self) -> None:
+        """Send the clock's read, to be answered with what is sent next (in a batch, a
+        statement whose answer is awaited asks for it too, in case `now` is needed
+        after: it costs no round trip then; a checkpoint, which never awaits one, never
+        reads it)."""
+        if self._clock is None:
+            self._clock = self.conn.execute(_CLOCK)
+
+    def _answer(self, cursor: Any) -> Any:
+        """`cursor`, once its statement was answered."""
+        if cursor.pgresult is None:
+            self._sync()
+        return cursor
+
     def rows(self, query: str, params: Mapping[str, Any]) -> Sequence[ops.Row]:
+        return self.rows_later(query, params)()
+
+    def rows_later(self, query: str, params: Mapping[str, Any]) -> Callable[[], Sequence[ops.Row]]:
+        if self._pipeline is not None:
+            self._ask_clock()
         cursor = self.conn.execute(query, params)
-        self._sync()
-        found: Sequence[ops.Row] = cursor.fetchall() if cursor.description else []
-        return found
+
+        def fetch() -> Sequence[ops.Row]:
+            self._answer(cursor)
+            found: Sequence[ops.Row] = cursor.fetchall() if cursor.description else []
+            return found
+
+        return fetch
 
     def run(self, query: str, params: Mapping[str, Any]) -> int:
+        if self._pipeline is not None:
+            self._ask_clock()
         cursor = self.conn.execute(query, params)
         self._sync()
         return int(cursor.rowcount)
@@ -100,11 +127,22 @@ class _Tx:
         self.conn.execute(query, params)  # in a pipeline: answered with the next sync
 
     def values(self, query: str, params: Mapping[str, Any]) -> Sequence[tuple[Any, ...]]:
+        return self.values_later(query, params)()
+
+    def values_later(
+        self, query: str, params: Mapping[str, Any]
+    ) -> Callable[[], Sequence[tuple[Any, ...]]]:
         cursor = self.conn.cursor(row_factory=_psycopg().rows.tuple_row)
         cursor.execute(query, params)
-        self._sync()
-        found: Sequence[tuple[Any, ...]] = cursor.fetchall()
-        return found
+
+        def fetch() -> Sequence[tuple[Any, ...]]:
+            found: Sequence[tuple[Any, ...]] = self._answer(cursor).fetchall()
+            return found
+
+        return fetch
+
+
+_CLOCK = f"SELECT {pg_sql.CLOCK} AS now"
 
 
 def _nothing() -> None:
@@ -299,11 +337,11 @@ class PostgresStore(batched.BatchedStore):
         conn.execute("SELECT pg_advisory_lock(%s)", (_worker_lock_key(worker.id),))
         self._locks[worker.id] = conn
         params = {**worker.__dict__}
-        await self._write_op(lambda tx: tx.run(tx.q.INSERT_WORKER, {**params, "now": tx.now}))
+        await self._write_op(lambda tx: tx.run(tx.q.INSERT_WORKER, params))
         self.wakeup.listen(worker.id)
 
     async def stop_worker(self, worker_id: str) -> None:
-        await self._write_op(lambda tx: tx.run(tx.q.STOP_WORKER, {"id": worker_id, "now": tx.now}))
+        await self._write_op(lambda tx: tx.run(tx.q.STOP_WORKER, {"id": worker_id}))
         self._unlock(worker_id)
         self.notify()
 
@@ -320,7 +358,7 @@ class PostgresStore(batched.BatchedStore):
                 lock.execute("SELECT 1")  # the session holding the liveness lock lives
         except Exception:
             return False  # its lock is gone: others may take its runs; it must stop
-        op = lambda tx: tx.run(tx.q.HEARTBEAT, {"id": worker_id, "now": tx.now})  # noqa: E731
+        op = lambda tx: tx.run(tx.q.HEARTBEAT, {"id": worker_id})  # noqa: E731
         return bool(self._submit(op, True).result())
 
     def _lock_held(self, tx: ops.Tx, worker_id: str) -> bool:

@@ -28,12 +28,12 @@ INSERT_RUN = """INSERT INTO runs (id, task_id, queue, concurrency_key, priority,
         tags, parent_id, root_id, idempotency_key, version, created_at, due_at, ttl_expires_at,
         parent_branch, parent_seq, batch_index)
     VALUES (:id, :task_id, :queue, :concurrency_key, :priority, :status, :payload, :tags,
-        :parent_id, :root_id, :idempotency_key, :version, :now, :due_at, :ttl_expires_at,
-        :parent_branch, :parent_seq, :batch_index)"""
+        :parent_id, :root_id, :idempotency_key, :version, :now, :now + :delay,
+        :now + CAST(:ttl AS DOUBLE PRECISION), :parent_branch, :parent_seq, :batch_index)"""
 
 INSERT_EVENT = """INSERT INTO run_events (run_id, at, from_status, to_status, attempt, worker_id,
         detail)
-    VALUES (:run_id, :at, :from_status, :to_status, :attempt, :worker_id, :detail)"""
+    VALUES (:run_id, :now, :from_status, :to_status, :attempt, :worker_id, :detail)"""
 
 LIST_EVENTS = """SELECT at, from_status, to_status, attempt, worker_id, detail
     FROM run_events WHERE run_id = :run_id ORDER BY id"""

@@ -11,7 +11,9 @@ import asyncio
 import concurrent.futures
 import contextlib
 import fcntl
+import functools
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -49,25 +51,45 @@ class _Tx:
         self.q: Any = sql
         self.now = time.time()
 
+    def _params(self, query: str, params: Mapping[str, Any]) -> Mapping[str, Any]:
+        return {**params, "now": self.now} if _uses_now(query) else params
+
     def rows(self, query: str, params: Mapping[str, Any]) -> Sequence[ops.Row]:
-        found: Sequence[ops.Row] = self.conn.execute(query, params).fetchall()
+        found: Sequence[ops.Row] = self.conn.execute(query, self._params(query, params)).fetchall()
         return found
 
+    def rows_later(self, query: str, params: Mapping[str, Any]) -> Callable[[], Sequence[ops.Row]]:
+        found = self.rows(query, params)
+        return lambda: found
+
     def run(self, query: str, params: Mapping[str, Any]) -> int:
-        return self.conn.execute(query, params).rowcount
+        return self.conn.execute(query, self._params(query, params)).rowcount
 
     def send(self, query: str, params: Mapping[str, Any]) -> None:
-        self.conn.execute(query, params)
+        self.conn.execute(query, self._params(query, params))
 
     def count_later(self, query: str, params: Mapping[str, Any]) -> Callable[[], int]:
-        count = self.conn.execute(query, params).rowcount
+        count = self.run(query, params)
         return lambda: count
 
     def values(self, query: str, params: Mapping[str, Any]) -> Sequence[tuple[Any, ...]]:
         cursor = self.conn.cursor()
         cursor.row_factory = None
-        found: Sequence[tuple[Any, ...]] = cursor.execute(query, params).fetchall()
+        found: Sequence[tuple[Any, ...]] = cursor.execute(
+            query, self._params(query, params)
+        ).fetchall()
         return found
+
+    def values_later(
+        self, query: str, params: Mapping[str, Any]
+    ) -> Callable[[], Sequence[tuple[Any, ...]]]:
+        found = self.values(query, params)
+        return lambda: found
+
+
+@functools.cache
+def _uses_now(query: str) -> bool:
+    return re.search(r":now\b", query) is not None
 
 
 def _is_busy(error: sqlite3.OperationalError) -> bool:
@@ -223,7 +245,7 @@ class SqliteStore(batched.BatchedStore):
         self.wakeup.listen(worker.id)
 
     async def stop_worker(self, worker_id: str) -> None:
-        await self._write_op(lambda tx: tx.run(sql.STOP_WORKER, {"id": worker_id, "now": tx.now}))
+        await self._write_op(lambda tx: tx.run(sql.STOP_WORKER, {"id": worker_id}))
         self._unlock(worker_id)
         self.notify()  # its released runs are claimable now
 
@@ -235,7 +257,7 @@ class SqliteStore(batched.BatchedStore):
             os.close(fd)
 
     def heartbeat(self, worker_id: str) -> bool:
-        op: Op = lambda tx: tx.run(sql.HEARTBEAT, {"id": worker_id, "now": tx.now})  # noqa: E731
+        op: Op = lambda tx: tx.run(sql.HEARTBEAT, {"id": worker_id})  # noqa: E731
         return bool(self._submit(op, True).result())
 
     def _lock_held(self, tx: ops.Tx, worker_id: str) -> bool:

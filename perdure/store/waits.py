@@ -56,7 +56,6 @@ def create_token(
                 "timeout_at": timeout_at,
                 "tags": json.dumps(tags),
                 "key": key,
-                "now": tx.now,
             },
         )
     recorded = runs.Entry(
@@ -85,7 +84,7 @@ def wait_token(tx: ops.Tx, lease: base.Lease, entry: runs.Entry) -> WaitState | 
     if status == "waiting" and row["timeout_at"] is not None and row["timeout_at"] <= tx.now:
         tx.run(
             tx.q.SET_TOKEN_STATUS,
-            {"id": row["id"], "status": "timed_out", "data": None, "now": tx.now},
+            {"id": row["id"], "status": "timed_out", "data": None},
         )
         status = "timed_out"
     if status == "waiting":
@@ -132,7 +131,6 @@ def _settle(
             "run_id": run_id,
             "branch": key.branch,
             "seq": key.seq,
-            "now": tx.now,
             "status": "completed" if completed else "failed",
             "result": data if completed else None,
             "error": None if completed else json.dumps(timeout_error(token, status)),
@@ -152,14 +150,12 @@ def complete_token(tx: ops.Tx, token_id: str, data: str) -> list[str]:
         )
     if row["status"] != "waiting":
         raise exceptions.InvalidTransition(_settled_message(token_id, row["status"]))
-    tx.run(
-        tx.q.SET_TOKEN_STATUS, {"id": token_id, "status": "completed", "data": data, "now": tx.now}
-    )
+    tx.run(tx.q.SET_TOKEN_STATUS, {"id": token_id, "status": "completed", "data": data})
     woken = []
     for wait in tx.rows(tx.q.PENDING_WAITS, {"token": token_id}):
         key = runs.Key(branch=wait["branch"], seq=wait["seq"])
         _settle(tx, wait["run_id"], key, token_id, "completed", data)
-        tx.run(tx.q.WAKE_RUN, {"run_id": wait["run_id"], "now": tx.now})
+        tx.run(tx.q.WAKE_RUN, {"run_id": wait["run_id"]})
         woken.append(wait["run_id"])
     return woken
 
@@ -172,7 +168,7 @@ def _settled_message(token_id: str, status: str) -> str:
 
 
 def cancel_run_tokens(tx: ops.Tx, run_id: str) -> None:
-    tx.run(tx.q.CANCEL_RUN_TOKENS, {"run_id": run_id, "now": tx.now})
+    tx.run(tx.q.CANCEL_RUN_TOKENS, {"run_id": run_id})
 
 
 def get_token(tx: ops.Tx, token_id: str) -> dict[str, Any] | None:

@@ -488,6 +488,22 @@ async def test_the_claims_journal_holds_the_same_entries_as_the_stored_journal(
     assert {e.key: e for e in again.journal}[failed.key].error == failed.error
 
 
+async def test_a_claim_of_several_runs_gives_each_its_own_journal(
+    store: base.Store, worker: Worker
+) -> None:
+    for _ in range(3):
+        await store.create_run(new_run())
+    first = await worker.claim(limit=3)
+    written = {}
+    for n, claim in enumerate(first):
+        entries = [entry("0", seq, result=f'"{n}-{seq}"') for seq in range(1, n + 2)]
+        assert await store.checkpoint(claim.lease, entries)
+        assert await store.release(claim.lease, 0.0, None)
+        written[claim.lease.run_id] = sorted(e.result or "" for e in entries)
+    again = await worker.claim(limit=3)
+    assert {c.lease.run_id: sorted(e.result or "" for e in c.journal) for c in again} == written
+
+
 # --- concurrency -------------------------------------------------------------------------------
 
 

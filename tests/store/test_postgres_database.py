@@ -4,8 +4,10 @@ once (the SQLite counterparts are in test_sqlite_file.py)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import pytest
 
@@ -112,8 +114,6 @@ async def test_a_checkpoint_is_one_round_trip_and_answers_once_committed(
 ):
     """Pipeline mode: BEGIN, the fenced upsert and COMMIT travel together; the caller hears
     back only once COMMIT is answered (the entry is then visible to any other connection)."""
-    from psycopg import pq
-
     from tests.store import support
 
     url = postgres.fresh_url()
@@ -124,27 +124,63 @@ async def test_a_checkpoint_is_one_round_trip_and_answers_once_committed(
         worker = support.Worker(id="wrk_trace", store=store)
         await store.create_run(support.new_run())
         lease = (await worker.claim_one()).lease
-        trace = tmp_path / "libpq.trace"
-        with trace.open("w") as out:
-            store._conn.pgconn.trace(out.fileno())
-            store._conn.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
+        with _round_trips(store, tmp_path) as trips:
             for seq in range(1, 4):
                 assert await store.checkpoint(lease, [support.entry("0", seq)])
                 found = _sql(url, f"SELECT seq FROM journal WHERE seq = {seq}")
                 assert found == [(seq,)], f"checkpoint {seq} answered before it committed"
-            store._conn.pgconn.untrace()
-        # What the connection sent, split where it waited for the server: three
-        # checkpoints, each BEGIN, its fenced upsert and COMMIT in one round trip.
-        sent: list[list[str]] = [[]]
-        for line in trace.read_text().splitlines():
-            if line.startswith("F\t"):
-                sent[-1].append(line.split("\t")[2])
-            elif line.startswith("B\t") and sent[-1]:
-                sent.append([])
-        commands = [trip for trip in sent if "Execute" in trip or "Query" in trip]
-        assert [trip.count("Execute") for trip in commands] == [3] * 3, commands
+        # Three checkpoints, each BEGIN, its fenced upsert and COMMIT in one round trip.
+        assert [trip.count("Execute") for trip in trips] == [3] * 3, trips
     finally:
         await store.close()
+
+
+async def test_a_trigger_is_one_round_trip_and_a_claim_two(tmp_path):
+    """A trigger sends its rows and the notification with BEGIN and COMMIT; a claim asks
+    for all it must know at once, then takes the run and reads its journal with COMMIT
+    (the clock is read by the server: never a round trip of its own)."""
+    from tests.store import support
+
+    url = postgres.fresh_url()
+    store = PostgresStore(url)
+    await store.open()
+    try:
+        await store.register_worker(support.worker_info("wrk_trace"))
+        worker = support.Worker(id="wrk_trace", store=store)
+        new = support.new_run()
+        with _round_trips(store, tmp_path) as trips:
+            await store.create_run(new)
+        assert len(trips) == 1, trips
+        with _round_trips(store, tmp_path) as trips:
+            claim = await worker.claim_one()
+        assert claim.lease.run_id == new.id
+        assert len(trips) == 2, trips
+    finally:
+        await store.close()
+
+
+@contextlib.contextmanager
+def _round_trips(store: PostgresStore, tmp_path) -> Iterator[list[list[str]]]:
+    """What the store's write connection sends meanwhile, split where it waited for the
+    server: the round trips that carried statements (Execute or Query)."""
+    from psycopg import pq
+
+    trips: list[list[str]] = []
+    trace = tmp_path / "libpq.trace"
+    with trace.open("w") as out:
+        store._conn.pgconn.trace(out.fileno())
+        store._conn.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
+        try:
+            yield trips
+        finally:
+            store._conn.pgconn.untrace()
+    sent: list[list[str]] = [[]]
+    for line in trace.read_text().splitlines():
+        if line.startswith("F\t"):
+            sent[-1].append(line.split("\t")[2])
+        elif line.startswith("B\t") and sent[-1]:
+            sent.append([])
+    trips.extend(trip for trip in sent if "Execute" in trip or "Query" in trip)
 
 
 async def test_a_notification_says_whether_a_cancel_was_asked_for():

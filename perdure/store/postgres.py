@@ -163,6 +163,7 @@ class PostgresStore(batched.BatchedStore):
         self._pool: Any = None
         self._readers: ThreadPoolExecutor | None = None
         self._pipeline: Any = None  # the write batch's, on the store's thread
+        self._leave: Any = None  # how the batch leaves pipeline mode
 
     def _options(self, role: str) -> dict[str, Any]:
         psycopg = _psycopg()
@@ -207,17 +208,21 @@ class PostgresStore(batched.BatchedStore):
         begun: bool = False,
     ) -> bool:
         """A batch in pipeline mode: BEGIN goes with the batch's first statement, the
-        notification with COMMIT, one round trip fewer each. A batch run again with each
-        operation in a savepoint (one of them failed) runs without: it is rare."""
+        notification with COMMIT, and the batch leaves pipeline mode with COMMIT's
+        answer, one round trip fewer each. A batch run again with each operation in a
+        savepoint (one of them failed) runs without: it is rare."""
         if isolate:
             return super()._commit(conn, jobs, isolate, final, begun)
         psycopg = _psycopg()
         delivered = False
         try:
-            with contextlib.suppress(psycopg.Error), conn.pipeline() as self._pipeline:
+            with contextlib.suppress(psycopg.Error):
+                mode = conn.pipeline()
+                self._pipeline, self._leave = mode.__enter__(), mode.__exit__
                 delivered = super()._commit(conn, jobs, isolate, final, begun)
         finally:
-            self._pipeline = None
+            with contextlib.suppress(psycopg.Error):
+                self._leave_pipeline()
         # The ROLLBACK of a failed batch may have met a pipeline the server was skipping:
         # whatever happened, the connection leaves idle, ready for the next batch.
         idle = psycopg.pq.TransactionStatus.IDLE
@@ -239,8 +244,15 @@ class PostgresStore(batched.BatchedStore):
 
     def _end(self, conn: Any) -> None:
         conn.execute("COMMIT")
-        if self._pipeline is not None:
-            self._pipeline.sync()  # committed (and durable) before anyone is told
+        # Committed (and durable) before anyone is told: leaving pipeline mode waits for
+        # every answer, COMMIT's last (a sync of its own and then leaving would cost a
+        # round trip more, before the next batch could begin).
+        self._leave_pipeline()
+
+    def _leave_pipeline(self) -> None:
+        leave, self._leave, self._pipeline = self._leave, None, None
+        if leave is not None:
+            leave(None, None, None)
 
     def _not_committed(self, conn: Any, error: BaseException) -> bool:
         # In a pipeline, COMMIT travels with the statements sent without waiting (`send`).

@@ -29,12 +29,12 @@ def claim(
     # What a claim needs to know is asked for all at once (on PostgreSQL, one round trip),
     # then used in order: a worker declared dead takes nothing of what was found.
     params = {"task_ids": json.dumps(task_ids), "version": version, "worker_id": worker_id}
-    alive = tx.rows_later(tx.q.WORKER_ALIVE, {"worker_id": worker_id})
+    claimer = tx.rows_later(tx.q.CLAIMER, {"worker_id": worker_id})
     expired = tx.rows_later(tx.q.EXPIRED_RUNS, {})
     orphaned = tx.rows_later(tx.q.ORPHANED_RUNS, {**params, "limit": limit})
-    limited = tx.rows_later(tx.q.LIMITED_QUEUES, {})
     unlimited = tx.rows_later(tx.q.CLAIMABLE_RUNS, {**params, "limit": limit})
-    if not alive():
+    state = claimer()[0]
+    if not state["alive"]:
         return [], False  # declared dead or stopped: it may hold nothing more
     expire(tx, expired())
     orphans = list(orphaned())
@@ -43,7 +43,7 @@ def claim(
     room = limit - len(orphans)
     if room > 0:
         found = list(unlimited())
-        if limited()[0]["limited"]:
+        if state["limited"]:
             scan = {**params, "limit": room, "scan": room * 4}
             found += tx.rows(tx.q.LIMITED_CLAIMABLE_RUNS, scan)
         due, contended = _admit(tx, sorted(found, key=_rank)[:room])

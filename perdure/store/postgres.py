@@ -103,12 +103,17 @@ class _Tx:
     def rows_later(self, query: str, params: Mapping[str, Any]) -> Callable[[], Sequence[ops.Row]]:
         if self._pipeline is not None:
             self._ask_clock()
-        cursor = self.conn.execute(query, params)
+        return self._later(self.conn.execute(query, params))
 
-        def fetch() -> Sequence[ops.Row]:
-            self._answer(cursor)
-            found: Sequence[ops.Row] = cursor.fetchall() if cursor.description else []
-            return found
+    def _later(self, cursor: Any) -> Callable[[], Sequence[Any]]:
+        """A function returning `cursor`'s rows, however often it is called."""
+        found: list[Sequence[Any]] = []
+
+        def fetch() -> Sequence[Any]:
+            if not found:
+                self._answer(cursor)
+                found.append(cursor.fetchall() if cursor.description else [])
+            return found[0]
 
         return fetch
 
@@ -134,12 +139,7 @@ class _Tx:
     ) -> Callable[[], Sequence[tuple[Any, ...]]]:
         cursor = self.conn.cursor(row_factory=_psycopg().rows.tuple_row)
         cursor.execute(query, params)
-
-        def fetch() -> Sequence[tuple[Any, ...]]:
-            found: Sequence[tuple[Any, ...]] = self._answer(cursor).fetchall()
-            return found
-
-        return fetch
+        return self._later(cursor)
 
 
 _CLOCK = f"SELECT {pg_sql.CLOCK} AS now"

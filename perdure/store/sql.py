@@ -89,8 +89,11 @@ CLAIMABLE_RUNS = f"""SELECT r.id, r.queue, r.concurrency_key, NULL AS concurrenc
     ORDER BY r.priority DESC, r.due_at, r.id
     LIMIT :limit"""
 
-LIMITED_QUEUES = """SELECT EXISTS (SELECT 1 FROM queues WHERE concurrency_limit IS NOT NULL)
-    AS limited"""
+# What a claim must know of its worker and of the queues before it takes anything.
+CLAIMER = """SELECT
+    EXISTS (SELECT 1 FROM workers
+            WHERE id = :worker_id AND dead_at IS NULL AND stopped_at IS NULL) AS alive,
+    EXISTS (SELECT 1 FROM queues WHERE concurrency_limit IS NOT NULL) AS limited"""
 
 LIMITED_CLAIMABLE_RUNS = f"""WITH busy AS (
         SELECT queue, concurrency_key AS ckey, COUNT(*) AS n FROM runs

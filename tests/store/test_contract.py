@@ -11,6 +11,7 @@ Each test is one clause of a `base.Store` docstring, run against every backend:
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -502,6 +503,20 @@ async def test_a_claim_of_several_runs_gives_each_its_own_journal(
         written[claim.lease.run_id] = sorted(e.result or "" for e in entries)
     again = await worker.claim(limit=3)
     assert {c.lease.run_id: sorted(e.result or "" for e in c.journal) for c in again} == written
+
+
+async def test_a_read_asked_for_later_answers_alike_however_often_asked(store: base.Store) -> None:
+    """`rows_later` and `values_later` (a claim asks for its reads at once, then reads
+    them where it needs them, some more than once)."""
+
+    def op(tx: Any) -> tuple[Any, ...]:
+        rows = tx.rows_later("SELECT 1 AS one", {})
+        values = tx.values_later("SELECT 2 AS two", {})
+        return rows(), rows(), values(), values()
+
+    rows, again, values, values_again = await store._write_op(op)  # type: ignore[attr-defined]
+    assert [dict(r) for r in rows] == [dict(r) for r in again] == [{"one": 1}]
+    assert list(values) == list(values_again) == [(2,)]
 
 
 # --- concurrency -------------------------------------------------------------------------------

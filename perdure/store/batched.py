@@ -20,8 +20,6 @@ Op = connection.Op
 class BatchedStore(connection.ConnectionThread):
     """The Store's operations over one connection owned by one thread."""
 
-    _notifies_in_batch = False  # whether a write batch sends its own wake-up (see Job)
-
     def __init__(self) -> None:
         super().__init__()
         self._locks: dict[str, Any] = {}  # this process's workers -> their liveness locks
@@ -55,13 +53,10 @@ class BatchedStore(connection.ConnectionThread):
         return dead
 
     async def _write_and_notify(self, op: Op, cancel: bool = False) -> Any:
-        """A write after which claimable work may have appeared: wake the workers (in the
-        write's own transaction where the backend can)."""
-        if self._notifies_in_batch:
-            return await self._write_op(op, notify=connection.CANCEL if cancel else connection.WORK)
-        result = await self._write_op(op)
-        self.notify(cancel)
-        return result
+        """A write after which claimable work may have appeared: wake the workers once it
+        commits (in the write's own transaction where the backend can), unless its outcome
+        says it made nothing claimable (`ops.Quiet`)."""
+        return await self._write_op(op, notify=connection.CANCEL if cancel else connection.WORK)
 
     # --- client ----------------------------------------------------------------------
 

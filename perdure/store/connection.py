@@ -91,8 +91,13 @@ class ConnectionThread:
     def _translate(self, error: BaseException) -> BaseException:
         return error
 
-    def _before_commit(self, conn: Any, jobs: list[Job]) -> None:
-        """Last statements of a write batch (a notification, say)."""
+    def _before_commit(self, conn: Any, wake: str | None) -> None:
+        """Last statements of a write batch: where the backend notifies in the batch's
+        own transaction, the wake-up its jobs asked for (`Job.notify`), if any."""
+
+    def _committed(self, wake: str | None) -> None:
+        """Once a write batch committed, before its callers hear back: where the backend
+        notifies outside the transaction, the wake-up its jobs asked for, if any."""
 
     def _end(self, conn: Any) -> None:
         """COMMIT, returning once the transaction is committed."""
@@ -257,7 +262,8 @@ class ConnectionThread:
                     conn.execute("ROLLBACK TO SAVEPOINT op")
                     conn.execute("RELEASE SAVEPOINT op")
                     outcomes.append((False, self._translate(error)))
-            self._before_commit(conn, jobs)
+            wake = _wake(jobs, outcomes)
+            self._before_commit(conn, wake)
             committing = True
             self._end(conn)
         except BaseException as error:
@@ -273,7 +279,10 @@ class ConnectionThread:
                 job.future.set_exception(failure)
             return True
         self._after_commit()
+        self._committed(wake)
         for job, (ok, value) in zip(jobs, outcomes, strict=True):
+            if ok and isinstance(value, ops.Quiet):
+                value = value.value
             if ok and isinstance(value, ops.Later):
                 try:
                     ok, value = True, value.resolve()
@@ -345,6 +354,17 @@ class ConnectionThread:
         finally:
             self._busy.release()
         return True
+
+
+def _wake(jobs: list[Job], outcomes: list[tuple[bool, Any]]) -> str | None:
+    """The wake-up a batch's jobs ask for: CANCEL over WORK; none for a job that failed or
+    whose outcome says it made nothing claimable (`ops.Quiet`)."""
+    kinds = {
+        job.notify
+        for job, (ok, value) in zip(jobs, outcomes, strict=True)
+        if job.notify and ok and not isinstance(value, ops.Quiet)
+    }
+    return CANCEL if CANCEL in kinds else (WORK if kinds else None)
 
 
 def _outcome(job: concurrent.futures.Future[Any]) -> asyncio.Future[Any]:

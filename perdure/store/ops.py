@@ -71,6 +71,16 @@ class Later:
         raise TypeError("an outcome known only after the commit: the store resolves it")
 
 
+class Quiet:
+    """An outcome of a write after which no worker needs waking: it made nothing claimable
+    that was not before (a run ended that held no queue's slot and had no parent)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
 def one(tx: Tx, query: str, params: Mapping[str, Any]) -> Row | None:
     found = tx.rows(query, params)
     return found[0] if found else None
@@ -460,7 +470,7 @@ def finish(
     error: runs.RunError | None,
     drop: list[runs.Key],
     progress: base.Progress | None,
-) -> bool:
+) -> bool | Quiet:
     params = {
         "status": status.value,
         "output": output,
@@ -478,7 +488,11 @@ def finish(
         _cancel_children(tx, lease.run_id)
     _progress(tx, lease.run_id, progress)
     ended(tx, lease.run_id, parent=state)
-    return True
+    # Its worker looks for more work of its own accord; the others need waking only if a
+    # queue's slot was freed, a parent may go on, or children were canceled.
+    if state["limited"] or state["parent_id"] is not None or status is runs.RunStatus.CANCELED:
+        return True
+    return Quiet(True)
 
 
 def ended(tx: Tx, run_id: str, parent: Row | None = None) -> None:

@@ -117,9 +117,7 @@ OVERRIDES: dict[str, str] = {
             CAST(:finished_at AS float8), CAST(:attempt AS integer)
         FROM held
         {sql._ENTRY_UPDATE}""",
-    "GET_RUN_STATE": """SELECT status, attempts, lease_token, lease_worker, idempotency_key,
-            task_id, parent_id, parent_branch, parent_seq
-        FROM runs WHERE id = :id FOR UPDATE""",
+    "GET_RUN_STATE": f"""{sql.GET_RUN_STATE} FOR UPDATE OF runs""",
     "GET_TOKEN_FOR_UPDATE": f"SELECT {sql.TOKEN_COLUMNS} FROM tokens WHERE id = :id FOR UPDATE",
     "LOCK_SLOT": """SELECT pg_try_advisory_xact_lock(7157242,
         hashtext(CAST(:queue AS text) || ':' || COALESCE(CAST(:ckey AS text), ''))) AS taken""",

@@ -153,7 +153,6 @@ class PostgresStore(batched.BatchedStore):
     """The Store on one PostgreSQL database, shared by any number of processes."""
 
     label = "postgres"
-    _notifies_in_batch = True
 
     def __init__(self, url: str, *, read_connections: int = READ_CONNECTIONS) -> None:
         super().__init__()
@@ -278,12 +277,10 @@ class PostgresStore(batched.BatchedStore):
         with contextlib.suppress(exceptions.StoreError):
             self._submit(lambda tx: tx.run(f"NOTIFY {CHANNEL}, '{kind}'", {}), True)
 
-    def _before_commit(self, conn: Any, jobs: list[connection.Job]) -> None:
+    def _before_commit(self, conn: Any, wake: str | None) -> None:
         # One notification for a whole batch, delivered when it commits.
-        kinds = {job.notify for job in jobs if job.notify}
-        if kinds:
-            kind = connection.CANCEL if connection.CANCEL in kinds else connection.WORK
-            conn.execute(f"NOTIFY {CHANNEL}, '{kind}'")
+        if wake is not None:
+            conn.execute(f"NOTIFY {CHANNEL}, '{wake}'")
 
     def _contended(self) -> None:
         self.wakeup.wake(after=0.005)  # the other claim commits within milliseconds

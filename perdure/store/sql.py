@@ -11,7 +11,9 @@ ENTRY_COLUMNS = """ord, branch, seq, sub, kind, name, status, result, error, att
 GET_RUN = f"SELECT {RUN_COLUMNS} FROM runs WHERE id = :id"
 
 GET_RUN_STATE = """SELECT status, attempts, lease_token, lease_worker, idempotency_key, task_id,
-        parent_id, parent_branch, parent_seq
+        parent_id, parent_branch, parent_seq,
+        EXISTS (SELECT 1 FROM queues q
+                WHERE q.name = runs.queue AND q.concurrency_limit IS NOT NULL) AS limited
     FROM runs WHERE id = :id"""
 
 FIND_KEY = """SELECT run_id, expires_at FROM idempotency_keys

@@ -147,6 +147,11 @@ class SqliteStore(batched.BatchedStore):
     def notify(self, cancel: bool = False) -> None:
         self.wakeup.notify(cancel)
 
+    def _committed(self, wake: str | None) -> None:
+        if wake is not None:
+            with contextlib.suppress(OSError):  # best effort: the poll stays the fallback
+                self.wakeup.notify(wake == connection.CANCEL)
+
     def _tx(self, conn: sqlite3.Connection) -> ops.Tx:
         return _Tx(conn)
 

@@ -519,6 +519,37 @@ async def test_a_read_asked_for_later_answers_alike_however_often_asked(store: b
     assert list(values) == list(values_again) == [(2,)]
 
 
+async def test_a_finished_run_wakes_the_other_workers_only_when_it_freed_a_queues_slot(
+    backend: Any, store_url: str, store: base.Store, worker: Worker
+) -> None:
+    """Its own worker looks for more work when a run ends; the others are woken only if
+    the run made something claimable (a slot of a limited queue, a waiting parent): with
+    several workers, a wake-up of each at every finished run costs each a claim."""
+    from tests.store import support
+
+    listener = backend.make(store_url)
+    await listener.open()
+    try:
+        await listener.register_worker(support.worker_info("wrk_listening"))
+        wakeup = listener.wakeup  # type: ignore[attr-defined]
+        await wakeup.wait(0)  # binds it to this loop
+        await store.set_queue_limits({"limited": 5})
+        plain, limited = new_run(), new_run(queue="limited")
+        await store.create_run(plain)
+        await store.create_run(limited)
+        assert await wakeup.wait(5)  # the triggers woke it
+        while await wakeup.wait(0.2):  # their wake-ups may come apart
+            pass
+        held = {c.lease.run_id: c.lease for c in await worker.claim(limit=2)}
+        assert set(held) == {plain.id, limited.id}
+        assert await store.finish(held[plain.id], RunStatus.COMPLETED, "1", None, [], None)
+        assert not await wakeup.wait(0.3)
+        assert await store.finish(held[limited.id], RunStatus.COMPLETED, "1", None, [], None)
+        assert await wakeup.wait(5)
+    finally:
+        await listener.close()
+
+
 # --- concurrency -------------------------------------------------------------------------------
 
 

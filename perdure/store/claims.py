@@ -32,7 +32,8 @@ def claim(
     claimer = tx.rows_later(tx.q.CLAIMER, {"worker_id": worker_id})
     expired = tx.rows_later(tx.q.EXPIRED_RUNS, {})
     orphaned = tx.rows_later(tx.q.ORPHANED_RUNS, {**params, "limit": limit})
-    unlimited = tx.rows_later(tx.q.CLAIMABLE_RUNS, {**params, "limit": limit})
+    queued = tx.rows_later(tx.q.QUEUED_RUNS, {**params, "limit": limit})
+    woken = tx.rows_later(tx.q.DUE_RUNS, {**params, "limit": limit})
     state = claimer()[0]
     if not state["alive"]:
         return [], False  # declared dead or stopped: it may hold nothing more
@@ -42,7 +43,7 @@ def claim(
     contended = False
     room = limit - len(orphans)
     if room > 0:
-        found = list(unlimited())
+        found = [*queued(), *woken()]
         if state["limited"]:
             scan = {**params, "limit": room, "scan": room * 4}
             found += tx.rows(tx.q.LIMITED_CLAIMABLE_RUNS, scan)

@@ -18,11 +18,10 @@ from typing import Any
 from perdure.store import sql
 
 _IN_TASKS = "task_id IN (SELECT jsonb_array_elements_text(CAST(:task_ids AS jsonb)))"
+_SERVED = f"""r.{_IN_TASKS}
+              AND (CAST(:version AS text) IS NULL OR r.version IS NULL OR r.version = :version)"""
 _DUE = f"""r.status IN ('queued', 'delayed', 'retrying', 'waiting') AND r.due_at <= :now
-              AND r.{_IN_TASKS}
-              AND (CAST(:version AS text) IS NULL OR r.version IS NULL OR r.version = :version)
-              AND (r.ttl_expires_at IS NULL OR r.ttl_expires_at > :now
-                   OR r.status NOT IN ('queued', 'delayed'))"""
+              AND {_SERVED} AND {sql._LIVE}"""
 
 OVERRIDES: dict[str, str] = {
     "ORPHANED_RUNS": f"""SELECT r.id, {sql._claim_columns("r")}
@@ -35,10 +34,18 @@ OVERRIDES: dict[str, str] = {
         FOR UPDATE OF r SKIP LOCKED""",
     # The run rows a claim finds are locked as they are returned, skipping those another
     # claim holds: workers claiming at once take different runs without waiting.
-    "CLAIMABLE_RUNS": f"""SELECT r.id, r.queue, r.concurrency_key, NULL AS concurrency_limit,
-            r.priority, r.due_at, {sql._claim_columns("r")}
+    "QUEUED_RUNS": f"""SELECT {sql._UNLIMITED_COLUMNS}
         FROM runs r
-        WHERE {_DUE} AND NOT EXISTS ({sql._LIMITED})
+        WHERE r.status = 'queued' AND {_SERVED} AND {sql._LIVE}
+          AND NOT EXISTS ({sql._LIMITED})
+        ORDER BY r.priority DESC, r.due_at, r.id
+        LIMIT :limit
+        FOR UPDATE OF r SKIP LOCKED""",
+    "DUE_RUNS": f"""SELECT {sql._UNLIMITED_COLUMNS}
+        FROM runs r
+        WHERE r.status IN ('queued', 'delayed', 'retrying', 'waiting') AND r.status != 'queued'
+          AND r.due_at <= :now
+          AND {_SERVED} AND {sql._LIVE} AND NOT EXISTS ({sql._LIMITED})
         ORDER BY r.priority DESC, r.due_at, r.id
         LIMIT :limit
         FOR UPDATE OF r SKIP LOCKED""",

@@ -71,23 +71,36 @@ ORPHANED_RUNS = f"""SELECT r.id, {_claim_columns("r")} FROM runs r INDEXED BY ru
       AND (:version IS NULL OR r.version IS NULL OR r.version = :version)
     LIMIT :limit"""
 
-# Due runs. A claim reads the runs of unlimited queues straight by priority and due time
-# (a long backlog costs it no ranking); only where some queue has a concurrency limit does
-# it read the runs of limited queues too, at most as many per (queue, concurrency key) as
-# the limit leaves free, so that a full queue never hides the runs of others behind it.
-# A queued run whose ttl has passed is never due: the claim's transaction ends it instead.
-_DUE = """r.status IN ('queued', 'delayed', 'retrying', 'waiting') AND r.due_at <= :now
-          AND r.task_id IN (SELECT value FROM json_each(:task_ids))
-          AND (:version IS NULL OR r.version IS NULL OR r.version = :version)
-          AND (r.ttl_expires_at IS NULL OR r.ttl_expires_at > :now
+# Due runs. A claim reads the runs of unlimited queues straight by priority and due time:
+# queued runs (due from the moment they are queued) from an index in that order, reading
+# no more than it takes however long the backlog, and the runs whose delay, retry or wait
+# came due by due time. Only where some queue has a concurrency limit does it read the runs
+# of limited queues too, at most as many per (queue, concurrency key) as the limit leaves
+# free, so that a full queue never hides the runs of others behind it. A queued or delayed
+# run whose ttl has passed is never due: the claim's transaction ends it instead.
+_SERVED = """r.task_id IN (SELECT value FROM json_each(:task_ids))
+          AND (:version IS NULL OR r.version IS NULL OR r.version = :version)"""
+_LIVE = """(r.ttl_expires_at IS NULL OR r.ttl_expires_at > :now
                OR r.status NOT IN ('queued', 'delayed'))"""
+_DUE = f"""r.status IN ('queued', 'delayed', 'retrying', 'waiting') AND r.due_at <= :now
+          AND {_SERVED} AND {_LIVE}"""
 
 _LIMITED = "SELECT 1 FROM queues q WHERE q.name = r.queue AND q.concurrency_limit IS NOT NULL"
 
-CLAIMABLE_RUNS = f"""SELECT r.id, r.queue, r.concurrency_key, NULL AS concurrency_limit,
-        r.priority, r.due_at, {_claim_columns("r")}
-    FROM runs r INDEXED BY runs_due  -- never the index by task, with its finished runs
-    WHERE {_DUE} AND NOT EXISTS ({_LIMITED})
+_UNLIMITED_COLUMNS = f"""r.id, r.queue, r.concurrency_key, NULL AS concurrency_limit,
+        r.priority, r.due_at, {_claim_columns("r")}"""
+
+QUEUED_RUNS = f"""SELECT {_UNLIMITED_COLUMNS}
+    FROM runs r INDEXED BY runs_queued  -- never the index by task, with its finished runs
+    WHERE r.status = 'queued' AND {_SERVED} AND {_LIVE} AND NOT EXISTS ({_LIMITED})
+    ORDER BY r.priority DESC, r.due_at, r.id
+    LIMIT :limit"""
+
+DUE_RUNS = f"""SELECT {_UNLIMITED_COLUMNS}
+    FROM runs r INDEXED BY runs_due  -- whose condition the query must repeat word for word
+    WHERE r.status IN ('queued', 'delayed', 'retrying', 'waiting') AND r.status != 'queued'
+      AND r.due_at <= :now
+      AND {_SERVED} AND {_LIVE} AND NOT EXISTS ({_LIMITED})
     ORDER BY r.priority DESC, r.due_at, r.id
     LIMIT :limit"""
 

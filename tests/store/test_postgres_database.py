@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 import perdure
-from perdure.store import base
+from perdure.store import base, migrations
 from perdure.store.postgres import PostgresStore
 from tests import postgres
 
@@ -64,7 +64,7 @@ async def test_processes_that_migrate_one_database_at_once_all_succeed():
     ]
     outputs = [await asyncio.wait_for(p.communicate(), 60) for p in processes]
     assert [p.returncode for p in processes] == [0, 0, 0, 0], outputs
-    assert {out.decode().strip() for out, _ in outputs} == {"4"}
+    assert {out.decode().strip() for out, _ in outputs} == {str(migrations.LATEST)}
 
 
 async def test_a_claim_skips_the_runs_another_claim_holds_instead_of_waiting():
@@ -292,7 +292,7 @@ async def test_claiming_never_reads_the_runs_parked_until_later():
             "scan": 40,
         }
         plans = {}
-        for query in ("CLAIMABLE_RUNS", "LIMITED_CLAIMABLE_RUNS"):
+        for query in ("QUEUED_RUNS", "DUE_RUNS", "LIMITED_CLAIMABLE_RUNS"):
             if query == "LIMITED_CLAIMABLE_RUNS":
                 conn.execute("INSERT INTO queues (name, concurrency_limit) VALUES ('queue-a', 5)")
             with conn.transaction():
@@ -303,3 +303,38 @@ async def test_claiming_never_reads_the_runs_parked_until_later():
     for query, plan in plans.items():
         pages = plan["Shared Hit Blocks"] + plan["Shared Read Blocks"]
         assert pages < 40, f"{query} read {pages} pages with 20,000 runs parked"
+
+
+async def test_a_claim_takes_queued_runs_without_reading_the_backlog():
+    """20,000 queued runs: a claim takes its ten from the index that holds them in the
+    order they are taken, never sorting the backlog."""
+    import json
+
+    import psycopg
+
+    from perdure.store import pg_sql
+
+    url = postgres.fresh_url()
+    store = PostgresStore(url)
+    await store.open()
+    await store.close()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            """INSERT INTO runs (id, task_id, queue, payload, root_id, status, due_at,
+                created_at, priority, tags, attempts, next_attempt, recoveries,
+                executed_seconds, metadata)
+            SELECT 'queued' || g, 'task-a', 'queue-a', '{}', 'queued' || g, 'queued',
+                extract(epoch FROM now()) - g, extract(epoch FROM now()), g % 3, '[]', 0, 1,
+                0, 0, '{}'
+            FROM generate_series(1, 20000) g"""
+        )
+        conn.execute("ANALYZE runs")
+        params = {"task_ids": json.dumps(["task-a"]), "version": None, "limit": 10}
+        with conn.transaction():
+            explain = "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + pg_sql.Q.QUEUED_RUNS
+            plan = conn.execute(explain, params).fetchone()[0][0]["Plan"]
+            taken = conn.execute(pg_sql.Q.QUEUED_RUNS, params).fetchall()
+    pages = plan["Shared Hit Blocks"] + plan["Shared Read Blocks"]
+    assert pages < 40, f"a claim read {pages} pages with 20,000 runs queued"
+    # The first ten by priority, then due time (the earliest first).
+    assert [row[0] for row in taken] == [f"queued{g}" for g in range(20000, 19970, -3)]

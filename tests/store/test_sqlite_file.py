@@ -202,7 +202,8 @@ async def test_claiming_reads_only_due_runs_never_finished_or_parked_ones(tmp_pa
     params = {"task_ids": json.dumps(["task-a"]), "version": None, "now": time.time(), "limit": 9}
     with sqlite3.connect(tmp_path / "plan.db") as db:
         for query, index in (
-            (sql.CLAIMABLE_RUNS, "runs_due (due_at"),
+            (sql.QUEUED_RUNS, "runs_queued"),
+            (sql.DUE_RUNS, "runs_due (due_at"),
             (sql.LIMITED_CLAIMABLE_RUNS, "runs_due (due_at"),
             (sql.NEXT_DUE, "runs_due (due_at"),
             (sql.ORPHANED_RUNS, "runs_by_worker"),
@@ -211,6 +212,10 @@ async def test_claiming_reads_only_due_runs_never_finished_or_parked_ones(tmp_pa
             plan = [row[3] for row in db.execute("EXPLAIN QUERY PLAN " + query, params)]
             assert any(index in step for step in plan), plan
             assert not any("runs_task" in step for step in plan), plan
+        # Queued runs come from their index in the order they are taken: no sort of the
+        # backlog at every claim.
+        plan = [row[3] for row in db.execute("EXPLAIN QUERY PLAN " + sql.QUEUED_RUNS, params)]
+        assert not any("TEMP B-TREE" in step for step in plan), plan
 
 
 # --- where writes are made -------------------------------------------------------------------

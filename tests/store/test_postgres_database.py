@@ -268,21 +268,8 @@ async def test_claiming_never_reads_the_runs_parked_until_later():
 
     from perdure.store import pg_sql
 
-    url = postgres.fresh_url()
-    store = PostgresStore(url)
-    await store.open()
-    await store.close()
+    url = await _store_with_runs("waiting", "+ 600")  # parked for ten minutes
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(
-            """INSERT INTO runs (id, task_id, queue, payload, root_id, status, due_at,
-                created_at, priority, tags, attempts, next_attempt, recoveries,
-                executed_seconds, metadata)
-            SELECT 'parked' || g, 'task-a', 'queue-a', '{}', 'parked' || g, 'waiting',
-                extract(epoch FROM now()) + 600, extract(epoch FROM now()), g % 3, '[]', 1, 1,
-                0, 0, '{}'
-            FROM generate_series(1, 20000) g"""
-        )
-        conn.execute("ANALYZE runs")
         params = {
             "task_ids": json.dumps(["task-a"]),
             "version": None,
@@ -314,21 +301,8 @@ async def test_a_claim_takes_queued_runs_without_reading_the_backlog():
 
     from perdure.store import pg_sql
 
-    url = postgres.fresh_url()
-    store = PostgresStore(url)
-    await store.open()
-    await store.close()
+    url = await _store_with_runs("queued", "- g")  # the g-th queued g seconds ago
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(
-            """INSERT INTO runs (id, task_id, queue, payload, root_id, status, due_at,
-                created_at, priority, tags, attempts, next_attempt, recoveries,
-                executed_seconds, metadata)
-            SELECT 'queued' || g, 'task-a', 'queue-a', '{}', 'queued' || g, 'queued',
-                extract(epoch FROM now()) - g, extract(epoch FROM now()), g % 3, '[]', 0, 1,
-                0, 0, '{}'
-            FROM generate_series(1, 20000) g"""
-        )
-        conn.execute("ANALYZE runs")
         params = {"task_ids": json.dumps(["task-a"]), "version": None, "limit": 10}
         with conn.transaction():
             explain = "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + pg_sql.Q.QUEUED_RUNS
@@ -338,3 +312,26 @@ async def test_a_claim_takes_queued_runs_without_reading_the_backlog():
     assert pages < 40, f"a claim read {pages} pages with 20,000 runs queued"
     # The first ten by priority, then due time (the earliest first).
     assert [row[0] for row in taken] == [f"queued{g}" for g in range(20000, 19970, -3)]
+
+
+async def _store_with_runs(status: str, due: str) -> str:
+    """A fresh store holding 20,000 runs of task-a in `status` (ids `status` || g, priority
+    g % 3), due at now `due` (SQL over g); its URL."""
+    import psycopg
+
+    url = postgres.fresh_url()
+    store = PostgresStore(url)
+    await store.open()
+    await store.close()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            f"""INSERT INTO runs (id, task_id, queue, payload, root_id, status, due_at,
+                created_at, priority, tags, attempts, next_attempt, recoveries,
+                executed_seconds, metadata)
+            SELECT '{status}' || g, 'task-a', 'queue-a', '{{}}', '{status}' || g, '{status}',
+                extract(epoch FROM now()) {due}, extract(epoch FROM now()), g % 3, '[]', 0, 1,
+                0, 0, '{{}}'
+            FROM generate_series(1, 20000) g"""
+        )
+        conn.execute("ANALYZE runs")
+    return url

@@ -128,7 +128,7 @@ class BatchedStore(connection.ConnectionThread):
         op: Op = lambda tx: claims.claim(  # noqa: E731
             tx, worker_id, task_ids, version, limit, max_recoveries, token
         )
-        taken, contended = await self._write_op(op, durable=False)
+        taken, contended = await self._write_op(op, notify=connection.WORK, durable=False)
         if contended:
             self._contended()
         return taken

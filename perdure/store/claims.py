@@ -10,7 +10,7 @@ from typing import Any
 
 from perdure import runs
 from perdure.store import base
-from perdure.store.ops import Later, Row, Tx, ended, finish, journals, record_event
+from perdure.store.ops import Later, Quiet, Row, Tx, ended, finish, journals, record_event
 
 
 def claim(
@@ -21,7 +21,7 @@ def claim(
     limit: int,
     max_recoveries: int,
     token: Any,
-) -> tuple[list[base.Claim], bool] | Later:
+) -> Later | Quiet | tuple[list[base.Claim], bool]:
     """Take up to `limit` runs: orphans of dead workers first, then due runs by priority
     and due time, as many per limited (queue, concurrency key) as its free slots allow.
     `token` is a callable returning a fresh lease token. Also says whether runs were left
@@ -36,22 +36,30 @@ def claim(
     woken = tx.rows_later(tx.q.DUE_RUNS, {**params, "limit": limit})
     state = claimer()[0]
     if not state["alive"]:
-        return [], False  # declared dead or stopped: it may hold nothing more
+        return Quiet(([], False))  # declared dead or stopped: it may hold nothing more
     expire(tx, expired())
     orphans = list(orphaned())
+    candidates = [*queued(), *woken()]
     due: list[Row] = []
     contended = False
     room = limit - len(orphans)
     if room > 0:
-        found = [*queued(), *woken()]
+        found = candidates
         if state["limited"]:
             scan = {**params, "limit": room, "scan": room * 4}
-            found += tx.rows(tx.q.LIMITED_CLAIMABLE_RUNS, scan)
+            found = [*found, *tx.rows(tx.q.LIMITED_CLAIMABLE_RUNS, scan)]
+        # A run found by both reads (its queue was limited in between) is taken once, as
+        # the later read found it: within its queue's limit.
+        found = list({row["id"]: row for row in found}.values())
         due, contended = _admit(tx, sorted(found, key=_rank)[:room])
+    # Runs found beyond the room are left (on PostgreSQL locked until this commits, so
+    # other claims meanwhile skipped them): the other workers are woken once it commits,
+    # lest one with free slots wait for its poll. Otherwise a claim wakes nobody.
+    left = len(candidates) > max(room, 0)
     taken = [_take(tx, row, worker_id, version, max_recoveries, token()) for row in orphans + due]
     claims = [c for c in taken if c]
     if not claims:
-        return [], contended
+        return ([], contended) if left else Quiet(([], contended))
     # Every journal in one statement, read once the leases are taken: on PostgreSQL it
     # travels with COMMIT, and the claims are made once it is answered.
     read = journals(tx, [c.lease.run_id for c in claims])
@@ -60,7 +68,7 @@ def claim(
         held = read()
         return [dataclasses.replace(c, journal=held[c.lease.run_id]) for c in claims], contended
 
-    return Later(made)
+    return Later(made) if left else Quiet(Later(made))
 
 
 def _rank(row: Row) -> tuple[int, float, str]:

@@ -43,8 +43,7 @@ OVERRIDES: dict[str, str] = {
         FOR UPDATE OF r SKIP LOCKED""",
     "DUE_RUNS": f"""SELECT {sql._UNLIMITED_COLUMNS}
         FROM runs r
-        WHERE r.status IN ('queued', 'delayed', 'retrying', 'waiting') AND r.status != 'queued'
-          AND r.due_at <= :now
+        WHERE r.status IN ('delayed', 'retrying', 'waiting') AND r.due_at <= :now
           AND {_SERVED} AND {sql._LIVE} AND NOT EXISTS ({sql._LIMITED})
         ORDER BY r.priority DESC, r.due_at, r.id
         LIMIT :limit

@@ -97,9 +97,8 @@ QUEUED_RUNS = f"""SELECT {_UNLIMITED_COLUMNS}
     LIMIT :limit"""
 
 DUE_RUNS = f"""SELECT {_UNLIMITED_COLUMNS}
-    FROM runs r INDEXED BY runs_due  -- whose condition the query must repeat word for word
-    WHERE r.status IN ('queued', 'delayed', 'retrying', 'waiting') AND r.status != 'queued'
-      AND r.due_at <= :now
+    FROM runs r INDEXED BY runs_woken  -- whose condition the query repeats word for word
+    WHERE r.status IN ('delayed', 'retrying', 'waiting') AND r.due_at <= :now
       AND {_SERVED} AND {_LIVE} AND NOT EXISTS ({_LIMITED})
     ORDER BY r.priority DESC, r.due_at, r.id
     LIMIT :limit"""

@@ -550,6 +550,39 @@ async def test_a_finished_run_wakes_the_other_workers_only_when_it_freed_a_queue
         await listener.close()
 
 
+async def test_a_claim_that_leaves_due_runs_wakes_the_other_workers(
+    backend: Any, store_url: str, store: base.Store, worker: Worker
+) -> None:
+    """A claim with less room than due runs leaves some (on PostgreSQL locked until it
+    commits, so claims meanwhile skipped them): the others are woken to take them, rather
+    than wait for their poll. A claim that takes all it found wakes nobody."""
+    from tests.store import support
+
+    listener = backend.make(store_url)
+    await listener.open()
+    try:
+        await listener.register_worker(support.worker_info("wrk_listening"))
+        wakeup = listener.wakeup  # type: ignore[attr-defined]
+        await wakeup.wait(0)  # binds it to this loop
+        delayed = new_run(delay=0.05)  # found by due time, the others from the queue
+        await store.create_run(delayed)
+        for _ in range(2):
+            await store.create_run(new_run())
+        run = await store.get_run(delayed.id)
+        assert run is not None
+        await eventually(
+            lambda: _later_than(store, run.created_at.timestamp() + 0.05), "the delay passes"
+        )
+        while await wakeup.wait(0.2):  # the triggers' wake-ups
+            pass
+        assert len(await worker.claim(limit=2)) == 2  # of three found
+        assert await wakeup.wait(5)
+        assert len(await worker.claim(limit=2)) == 1  # of one found
+        assert not await wakeup.wait(0.3)
+    finally:
+        await listener.close()
+
+
 # --- concurrency -------------------------------------------------------------------------------
 
 

@@ -203,7 +203,7 @@ async def test_claiming_reads_only_due_runs_never_finished_or_parked_ones(tmp_pa
     with sqlite3.connect(tmp_path / "plan.db") as db:
         for query, index in (
             (sql.QUEUED_RUNS, "runs_queued"),
-            (sql.DUE_RUNS, "runs_due (due_at"),
+            (sql.DUE_RUNS, "runs_woken (due_at"),
             (sql.LIMITED_CLAIMABLE_RUNS, "runs_due (due_at"),
             (sql.NEXT_DUE, "runs_due (due_at"),
             (sql.ORPHANED_RUNS, "runs_by_worker"),

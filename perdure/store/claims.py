@@ -56,7 +56,10 @@ def claim(
     # other claims meanwhile skipped them): the other workers are woken once it commits,
     # lest one with free slots wait for its poll. Otherwise a claim wakes nobody.
     left = len(candidates) > max(room, 0)
-    taken = [_take(tx, row, worker_id, version, max_recoveries, token()) for row in orphans + due]
+    now = state["now"]  # the transaction's clock, read with the rest (tx.now would cost a trip)
+    taken = [
+        _take(tx, row, worker_id, version, max_recoveries, token(), now) for row in orphans + due
+    ]
     claims = [c for c in taken if c]
     if not claims:
         return ([], contended) if left else Quiet(([], contended))
@@ -110,7 +113,13 @@ def expire(tx: Tx, expired: Sequence[Row]) -> None:
 
 
 def _take(
-    tx: Tx, row: Row, worker_id: str, version: str | None, max_recoveries: int, token: str
+    tx: Tx,
+    row: Row,
+    worker_id: str,
+    version: str | None,
+    max_recoveries: int,
+    token: str,
+    now: float,
 ) -> base.Claim | None:
     """Take the run of `row`, as the query that found it read it: on PostgreSQL that query
     locked it too (FOR UPDATE), which returns its latest committed state, however old the
@@ -160,7 +169,7 @@ def _take(
         resumed_from=status,
         cancel_requested=row["cancel_requested_at"] is not None,
         journal=[],  # filled by `claim`, with the other runs' journals
-        db_now=tx.now,
+        db_now=now,
     )
 
 

@@ -71,25 +71,15 @@ class _Tx:
         self.conn = conn
         self.q: Any = pg_sql.Q
         self._now: float | None = None
-        self._pipeline = pipeline
         self._sync = pipeline.sync if pipeline is not None else _nothing
-        self._clock: Any = None  # the statement reading `now`, once sent
 
     @property
     def now(self) -> float:
-        """The transaction's clock on the server (the same as a query's `:now`)."""
+        """The transaction's clock on the server (the same as a query's `:now`), read when
+        first needed: statements read it themselves, so most transactions never do."""
         if self._now is None:
-            self._ask_clock()
-            self._now = float(self._answer(self._clock).fetchone()["now"])
+            self._now = float(self._answer(self.conn.execute(_CLOCK)).fetchone()["now"])
         return self._now
-
-    def _ask_clock(self) -> None:
-        """Send the clock's read, to be answered with what is sent next (in a batch, a
-        statement whose answer is awaited asks for it too, in case `now` is needed
-        after: it costs no round trip then; a checkpoint, which never awaits one, never
-        reads it)."""
-        if self._clock is None:
-            self._clock = self.conn.execute(_CLOCK)
 
     def _answer(self, cursor: Any) -> Any:
         """`cursor`, once its statement was answered."""
@@ -101,8 +91,6 @@ class _Tx:
         return self.rows_later(query, params)()
 
     def rows_later(self, query: str, params: Mapping[str, Any]) -> Callable[[], Sequence[ops.Row]]:
-        if self._pipeline is not None:
-            self._ask_clock()
         return self._later(self.conn.execute(query, params))
 
     def _later(self, cursor: Any) -> Callable[[], Sequence[Any]]:
@@ -118,8 +106,6 @@ class _Tx:
         return fetch
 
     def run(self, query: str, params: Mapping[str, Any]) -> int:
-        if self._pipeline is not None:
-            self._ask_clock()
         cursor = self.conn.execute(query, params)
         self._sync()
         return int(cursor.rowcount)

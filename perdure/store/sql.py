@@ -104,7 +104,7 @@ DUE_RUNS = f"""SELECT {_UNLIMITED_COLUMNS}
     LIMIT :limit"""
 
 # What a claim must know of its worker and of the queues before it takes anything.
-CLAIMER = """SELECT
+CLAIMER = """SELECT :now AS now,
     EXISTS (SELECT 1 FROM workers
             WHERE id = :worker_id AND dead_at IS NULL AND stopped_at IS NULL) AS alive,
     EXISTS (SELECT 1 FROM queues WHERE concurrency_limit IS NOT NULL) AS limited"""

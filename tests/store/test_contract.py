@@ -11,6 +11,8 @@ Each test is one clause of a `base.Store` docstring, run against every backend:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -525,14 +527,7 @@ async def test_a_finished_run_wakes_the_other_workers_only_when_it_freed_a_queue
     """Its own worker looks for more work when a run ends; the others are woken only if
     the run made something claimable (a slot of a limited queue, a waiting parent): with
     several workers, a wake-up of each at every finished run costs each a claim."""
-    from tests.store import support
-
-    listener = backend.make(store_url)
-    await listener.open()
-    try:
-        await listener.register_worker(support.worker_info("wrk_listening"))
-        wakeup = listener.wakeup  # type: ignore[attr-defined]
-        await wakeup.wait(0)  # binds it to this loop
+    async with _another_worker_listening(backend, store_url) as wakeup:
         await store.set_queue_limits({"limited": 5})
         plain, limited = new_run(), new_run(queue="limited")
         await store.create_run(plain)
@@ -546,8 +541,6 @@ async def test_a_finished_run_wakes_the_other_workers_only_when_it_freed_a_queue
         assert not await wakeup.wait(0.3)
         assert await store.finish(held[limited.id], RunStatus.COMPLETED, "1", None, [], None)
         assert await wakeup.wait(5)
-    finally:
-        await listener.close()
 
 
 async def test_a_claim_that_leaves_due_runs_wakes_the_other_workers(
@@ -556,14 +549,7 @@ async def test_a_claim_that_leaves_due_runs_wakes_the_other_workers(
     """A claim with less room than due runs leaves some (on PostgreSQL locked until it
     commits, so claims meanwhile skipped them): the others are woken to take them, rather
     than wait for their poll. A claim that takes all it found wakes nobody."""
-    from tests.store import support
-
-    listener = backend.make(store_url)
-    await listener.open()
-    try:
-        await listener.register_worker(support.worker_info("wrk_listening"))
-        wakeup = listener.wakeup  # type: ignore[attr-defined]
-        await wakeup.wait(0)  # binds it to this loop
+    async with _another_worker_listening(backend, store_url) as wakeup:
         delayed = new_run(delay=0.05)  # found by due time, the others from the queue
         await store.create_run(delayed)
         for _ in range(2):
@@ -579,6 +565,20 @@ async def test_a_claim_that_leaves_due_runs_wakes_the_other_workers(
         assert await wakeup.wait(5)
         assert len(await worker.claim(limit=2)) == 1  # of one found
         assert not await wakeup.wait(0.3)
+
+
+@contextlib.asynccontextmanager
+async def _another_worker_listening(backend: Any, store_url: str) -> AsyncIterator[Any]:
+    """The wake-ups of another worker's store on the same database, bound to this loop."""
+    from tests.store import support
+
+    listener = backend.make(store_url)
+    await listener.open()
+    try:
+        await listener.register_worker(support.worker_info("wrk_listening"))
+        wakeup = listener.wakeup
+        await wakeup.wait(0)  # binds it to this loop
+        yield wakeup
     finally:
         await listener.close()
 

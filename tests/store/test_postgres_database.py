@@ -7,7 +7,8 @@ import asyncio
 import contextlib
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 
@@ -116,12 +117,7 @@ async def test_a_checkpoint_is_one_round_trip_and_answers_once_committed(
     back only once COMMIT is answered (the entry is then visible to any other connection)."""
     from tests.store import support
 
-    url = postgres.fresh_url()
-    store = PostgresStore(url)
-    await store.open()
-    try:
-        await store.register_worker(support.worker_info("wrk_trace"))
-        worker = support.Worker(id="wrk_trace", store=store)
+    async with _store_and_worker() as (url, store, worker):
         await store.create_run(support.new_run())
         lease = (await worker.claim_one()).lease
         with _round_trips(store, tmp_path) as trips:
@@ -131,8 +127,6 @@ async def test_a_checkpoint_is_one_round_trip_and_answers_once_committed(
                 assert found == [(seq,)], f"checkpoint {seq} answered before it committed"
         # Three checkpoints, each BEGIN, its fenced upsert and COMMIT in one round trip.
         assert [trip.count("Execute") for trip in trips] == [3] * 3, trips
-    finally:
-        await store.close()
 
 
 async def test_a_trigger_is_one_round_trip_and_a_claim_two(tmp_path):
@@ -141,12 +135,7 @@ async def test_a_trigger_is_one_round_trip_and_a_claim_two(tmp_path):
     (the clock is read by the server: never a round trip of its own)."""
     from tests.store import support
 
-    url = postgres.fresh_url()
-    store = PostgresStore(url)
-    await store.open()
-    try:
-        await store.register_worker(support.worker_info("wrk_trace"))
-        worker = support.Worker(id="wrk_trace", store=store)
+    async with _store_and_worker() as (_, store, worker):
         new = support.new_run()
         with _round_trips(store, tmp_path) as trips:
             await store.create_run(new)
@@ -155,6 +144,19 @@ async def test_a_trigger_is_one_round_trip_and_a_claim_two(tmp_path):
             claim = await worker.claim_one()
         assert claim.lease.run_id == new.id
         assert len(trips) == 2, trips
+
+
+@contextlib.asynccontextmanager
+async def _store_and_worker() -> AsyncIterator[tuple[str, PostgresStore, Any]]:
+    """A fresh database's URL, a store open on it and a registered worker of it."""
+    from tests.store import support
+
+    url = postgres.fresh_url()
+    store = PostgresStore(url)
+    await store.open()
+    try:
+        await store.register_worker(support.worker_info("wrk_trace"))
+        yield url, store, support.Worker(id="wrk_trace", store=store)
     finally:
         await store.close()
 

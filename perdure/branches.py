@@ -21,7 +21,7 @@ from perdure import journal, runs, runtime
 if TYPE_CHECKING:
     from perdure.execution import Execution
 
-_key = runs.builder(runs.Key)  # one per durable call: replaying a long journal makes many
+_new_key = tuple.__new__  # a Key without its Python-level __new__: one per durable call
 
 
 class Branch:
@@ -48,8 +48,9 @@ class Branch:
 
     def next_key(self) -> runs.Key:
         self.seq += 1
-        self.values.clear()
-        return _key(branch=self.id, seq=self.seq, sub="")
+        if self.values:
+            self.values.clear()
+        return _new_key(runs.Key, (self.id, self.seq, ""))
 
     @property
     def replaying(self) -> bool:

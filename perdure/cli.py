@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import gc
 import importlib
 import json
 import logging
@@ -72,12 +73,22 @@ def cmd_worker(args: argparse.Namespace) -> int:
     async def serve() -> None:
         stop = _stop_on_signals()
         await app.store()  # fail fast, with one line, on a bad database
+        _settle_heap()
         _announce("perdure worker", worker)
         await worker.run(stop)
         await app.close()
 
     asyncio.run(serve())
     return 0
+
+
+def _settle_heap() -> None:
+    """Move what the worker process loaded to start (modules, classes, the app, the
+    store) out of the garbage collector's sight: it lives as long as the process, and
+    every full collection would walk it again, pausing the runs (about 20 ms a time on
+    2 cores, at any durable call). Collections still see everything made later."""
+    gc.collect()
+    gc.freeze()
 
 
 def cmd_server(args: argparse.Namespace) -> int:
@@ -113,6 +124,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
         if app.settings.public_url is None:  # token URLs point at this server
             app.settings = dataclasses.replace(app.settings, public_url=serve.url_of(sock))
         worker = Worker(app, concurrency=args.concurrency)
+        _settle_heap()
         _announce("perdure dev", worker)
         async with serve.running(create_app(app, dev=True), sock, access_log=False) as url:
             print(f"perdure dev: dashboard at {url}/", flush=True)

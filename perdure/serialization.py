@@ -52,6 +52,14 @@ class Codec:
         self.what = what
         self._untyped = hint is Any
         self._adapter = _adapter_for(hint, what)
+        # The validator itself where pydantic built one: a replay loads every recorded step
+        # through it, and the adapter's wrapper adds half as much again.
+        validator = self._adapter.validator
+        self._validate_json = (
+            validator.validate_json
+            if isinstance(validator, pydantic_core.SchemaValidator)
+            else self._adapter.validate_json
+        )
         # Sets have no order of their own; sorting them is what makes the text deterministic.
         self._sorts_sets = not self._untyped and _mentions_set(hint, set())
 
@@ -83,7 +91,7 @@ class Codec:
         if self._untyped:
             return _loads(text, self.what)
         try:
-            return self._adapter.validate_json(text)
+            return self._validate_json(text)
         except pydantic.ValidationError as exc:
             raise exceptions.PayloadError(_validation_message(self.what, exc)) from exc
         except pydantic.PydanticUserError as exc:
@@ -129,7 +137,7 @@ class Codec:
         if self._untyped:
             return self._read_written(text)
         try:
-            return self._adapter.validate_json(text)
+            return self._validate_json(text)
         except pydantic.ValidationError as exc:
             # Non-finite floats are written as null: name them rather than the null.
             problem = _find(value, _is_non_finite)

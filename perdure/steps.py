@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from perdure import exceptions, failures, runs, runtime, signals, telemetry
+from perdure import exceptions, failures, journal, runs, runtime, signals, telemetry
 
 if TYPE_CHECKING:
     from perdure.branches import Branch
@@ -31,13 +31,39 @@ class _Value:
         self.value = value
 
 
+async def awaited(spec: StepSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """A step called in an async branch, once awaited: the branch that awaits it takes its
+    key (so each step of `gather(step(), step())` is keyed in its own branch)."""
+    branch = runtime.branch_for(spec.call_name)
+    ex = branch.execution
+    key = None
+    if not ex.entry_checks():
+        # The common replay, read off the claim's row: no entry made, nothing awaited.
+        key = branch.next_key()
+        recorded = ex.journal.completed_step(key, spec.name)
+        if recorded is not journal.MISSING:
+            return spec.codec.load(recorded or "null")
+    branch.busy += 1  # not quiescent while the step works (its waits release this)
+    try:
+        return await run(ex, branch, spec, args, kwargs, key)
+    finally:
+        branch.busy -= 1
+
+
 async def run(
-    ex: Execution, branch: Branch, spec: StepSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ex: Execution,
+    branch: Branch,
+    spec: StepSpec,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    key: runs.Key | None = None,
 ) -> Any:
-    """A step: replayed from the journal, or run live (with retries) and recorded."""
-    if ex.entry_checks():
-        await ex.enter(branch)
-    key = branch.next_key()
+    """A step: replayed from the journal, or run live (with retries) and recorded. `key`
+    when the caller took the step's key already."""
+    if key is None:
+        if ex.entry_checks():
+            await ex.enter(branch)
+        key = branch.next_key()
     entry = ex.match(key, runs.EntryKind.STEP, spec.name)
     if entry is None:
         ex.frontier(branch)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 from collections.abc import Callable
@@ -9,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
-from perdure import child_runs, exceptions, runtime, serialization
+from perdure import child_runs, exceptions, runtime, serialization, steps
 from perdure.branches import Branch
 from perdure.retry import Retry
 
@@ -34,9 +35,15 @@ class StepSpec:
     def call(self, *args: Any, **kwargs: Any) -> Any:
         """Inside a task: a durable step (awaitable in an async body, blocking in a def
         body). Outside a task, or inside another step: a plain call of the function."""
-        if not isinstance(runtime.current.get(), Branch):
+        found = runtime.current.get()
+        if not isinstance(found, Branch):
             return self.fn(*args, **kwargs)
-        return runtime.durable(self.call_name, lambda b: b.execution.step(b, self, args, kwargs))
+        if found.bridge is not None:
+            found.check_caller(self.call_name)
+            return found.bridge.run(found.execution.step(found, self, args, kwargs))
+        if asyncio._get_running_loop() is not found.execution.loop:
+            found.check_caller(self.call_name)  # raises at once, on a foreign thread
+        return steps.awaited(self, args, kwargs)  # which checks the task that awaits it
 
     @functools.cached_property
     def call_name(self) -> str:

@@ -9,6 +9,7 @@ duplicate.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -68,7 +69,7 @@ class Claim:
     executed_seconds: float
     resumed_from: runs.RunStatus
     cancel_requested: bool
-    journal: list[runs.Entry]
+    journal: Sequence[runs.Entry]  # a claim's store gives `runs.Recorded`
     db_now: float
 
 

@@ -124,10 +124,6 @@ def run_from_row(row: Row) -> runs.Run:
     )
 
 
-_KINDS = {kind.value: kind for kind in runs.EntryKind}
-_STATUSES = {status.value: status for status in runs.EntryStatus}
-
-
 def get_run(tx: Tx, run_id: str) -> runs.Run | None:
     row = one(tx, tx.q.GET_RUN, {"id": run_id})
     return None if row is None else run_from_row(row)
@@ -151,52 +147,27 @@ def entry(tx: Tx, run_id: str, key: runs.Key) -> runs.Entry | None:
     return found[0] if found else None
 
 
-def journals(tx: Tx, run_ids: list[str]) -> Callable[[], dict[str, list[runs.Entry]]]:
+def journals(tx: Tx, run_ids: list[str]) -> Callable[[], dict[str, runs.Recorded]]:
     """The journals of the runs a claim takes, in one statement and in no set order (no
     sort of the entries), asked for now and read when called (`values_later`). Read at
-    every claim, where a long journal makes it the claim's main cost: hence plain
-    tuples, and entries built without dataclass __init__."""
+    every claim, where a long journal makes it the claim's main cost: hence plain tuples,
+    kept as rows (`runs.Recorded`) that the replay reads without making entries of them."""
     fetch = tx.values_later(tx.q.JOURNALS_OF, {"run_ids": json.dumps(run_ids)})
 
-    def read() -> dict[str, list[runs.Entry]]:
-        found: dict[str, list[runs.Entry]] = {run_id: [] for run_id in run_ids}
-        with _no_gc():
-            rows = fetch()
-            entries = _entries(row[1:] for row in rows)
-        for row, entry in zip(rows, entries, strict=True):
-            found[row[0]].append(entry)
-        return found
+    def read() -> dict[str, runs.Recorded]:
+        found: dict[str, list[tuple[Any, ...]]] = {run_id: [] for run_id in run_ids}
+        with _no_gc():  # 10,000 rows are 10,000 tuples, none in a cycle
+            for row in fetch():
+                found[row[-1]].append(row)  # ENTRY_COLUMNS, then the run's id: no copy
+        return {run_id: runs.Recorded(rows) for run_id, rows in found.items()}
 
     return read
 
 
 def _entries(rows: Iterable[Sequence[Any]]) -> list[runs.Entry]:
     """Entries from rows in ENTRY_COLUMNS' order."""
-    kinds, statuses = _KINDS, _STATUSES
-    entry, key = runs.builder(runs.Entry), runs.builder(runs.Key)
-    entries = []
-    with _no_gc():  # 10,000 entries are 40,000 objects, none in a cycle
-        for values in rows:
-            order, branch, seq, sub, kind, name, status, result, error, attempts = values[:10]
-            wake_at, started_at, finished_at, attempt = values[10:]
-            entries.append(
-                entry(
-                    key=key(branch=branch, seq=seq, sub=sub),
-                    kind=kinds[kind],
-                    name=name,
-                    status=statuses[status],
-                    result=result,
-                    error=None if error is None else json.loads(error),
-                    attempts=attempts,
-                    wake_at=wake_at,
-                    started_at=started_at,
-                    finished_at=finished_at,
-                    attempt=attempt,
-                    order=order,
-                    extra={},
-                )
-            )
-    return entries
+    with _no_gc():
+        return [runs.entry_of(row) for row in rows]
 
 
 @contextlib.contextmanager

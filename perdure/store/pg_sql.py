@@ -80,7 +80,7 @@ OVERRIDES: dict[str, str] = {
           AND ttl_expires_at <= :now
         LIMIT 100
         FOR UPDATE SKIP LOCKED""",
-    "JOURNALS_OF": f"""SELECT run_id, {sql.ENTRY_COLUMNS} FROM journal
+    "JOURNALS_OF": f"""SELECT {sql.ENTRY_COLUMNS}, run_id FROM journal
         WHERE run_id = ANY(ARRAY(SELECT jsonb_array_elements_text(CAST(:run_ids AS jsonb))))""",
     "NEXT_DUE": f"""SELECT MIN(due_at) AS due FROM runs
         WHERE status IN ('queued', 'delayed', 'retrying', 'waiting') AND due_at > :now

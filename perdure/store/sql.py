@@ -44,7 +44,7 @@ LIST_JOURNAL = f"SELECT {ENTRY_COLUMNS} FROM journal WHERE run_id = :run_id ORDE
 
 # The journals of the runs a claim takes, in one statement and in no set order: a claim
 # indexes the entries by key, and spares the database a sort of them.
-JOURNALS_OF = f"""SELECT run_id, {ENTRY_COLUMNS} FROM journal
+JOURNALS_OF = f"""SELECT {ENTRY_COLUMNS}, run_id FROM journal
     WHERE run_id IN (SELECT value FROM json_each(:run_ids))"""
 
 LIST_LOGS = """SELECT attempt, branch, seq, level, message, at FROM logs

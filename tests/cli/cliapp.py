@@ -4,6 +4,8 @@ The tests put this directory on PYTHONPATH and set PERDURE_DATABASE_URL."""
 
 from __future__ import annotations
 
+import gc
+
 import pydantic
 
 import perdure
@@ -30,6 +32,12 @@ async def echo(payload: dict[str, object]) -> dict[str, object]:
 @app.task(id="boom")
 async def boom(payload: dict[str, object] | None = None) -> None:
     raise perdure.NonRetryableError("kaboom: the task gave up")
+
+
+@app.task(id="heap")
+async def heap() -> dict[str, int]:
+    """What the worker process's garbage collector was told at start."""
+    return {"frozen": gc.get_freeze_count()}
 
 
 @app.task(id="typed")

@@ -27,6 +27,14 @@ def test_trigger_wait_prints_the_output_as_json_and_exits_0(cli: Cli) -> None:
     assert done.stdout.strip().replace(" ", "") == '{"a":1}'
 
 
+def test_a_worker_process_keeps_what_it_loaded_to_start_out_of_full_collections(cli: Cli) -> None:
+    cli.worker()
+    done = cli("trigger", "heap", "--app", APP, *WAIT)
+    assert done.returncode == 0, done.stderr
+    # modules, classes and the app: thousands of objects no collection walks again
+    assert json.loads(done.stdout)["frozen"] > 10_000
+
+
 def test_trigger_wait_prints_a_typed_output_as_json(cli: Cli) -> None:
     cli.worker()
     done = cli("trigger", "typed", "--app", APP, "--payload", '{"name": "Ada"}', *WAIT)

@@ -180,6 +180,29 @@ async def test_a_durable_call_from_a_foreign_thread_is_refused(make_app):
     assert "did not create" in errors[1]
 
 
+async def test_a_step_called_from_a_foreign_thread_is_refused_at_the_call(make_app):
+    app = make_app()
+    calls: list[int] = []
+
+    @perdure.step
+    async def charge(n: int) -> int:
+        calls.append(n)
+        return n
+
+    @app.task(id="foreign-step")
+    async def foreign() -> str:
+        try:
+            await asyncio.to_thread(charge, 1)  # the thread sees the run's context
+        except RuntimeError as error:
+            return str(error)
+        return "no error"
+
+    async with testing.worker(app):
+        message = await (await foreign.trigger()).result(timeout=10)
+    assert "did not create" in message and "step 'charge'" in message
+    assert calls == []
+
+
 async def test_context_gives_ids_and_a_stable_step_key(make_app):
     app = make_app()
     keys: list[str | None] = []

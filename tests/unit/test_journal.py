@@ -74,6 +74,8 @@ def test_a_key_is_a_value_usable_as_a_dictionary_key() -> None:
     assert key("0", 3) != key("0.1", 3)
     assert key("0", 3) != key("0", 3, "random:0")
     assert str(key("0", 3)) == "['0', 3]"
+    # equal to its plain tuple, hash included: a claim's rows are indexed by such tuples
+    assert key("0", 3) == ("0", 3, "") and hash(key("0", 3)) == hash(("0", 3, ""))
 
 
 # --- matching ---------------------------------------------------------------------------------
@@ -124,6 +126,87 @@ def test_put_records_an_entry_that_match_then_finds() -> None:
     assert key("0", 1) in book
     assert book.match(key("0", 1), STEP, "charge") is book.get(key("0", 1))
     assert [e.name for e in book.entries()] == ["charge"]
+
+
+# --- a journal read as rows at a claim ------------------------------------------------------------
+
+
+def row_of(e: runs.Entry) -> tuple[Any, ...]:
+    """The row a store reads for an entry (its ENTRY_COLUMNS)."""
+    error = None if e.error is None else json.dumps(e.error)
+    return (e.order, *e.key, e.kind.value, e.name, e.status.value, e.result, error,
+            e.attempts, e.wake_at, e.started_at, e.finished_at, e.attempt)  # fmt: skip
+
+
+def recorded_entries() -> list[runs.Entry]:
+    failed = runs.Entry(
+        key=key("0", 3),
+        kind=STEP,
+        name="ship",
+        status=runs.EntryStatus.FAILED,
+        error={"type": "ValueError", "message": "no stock"},
+        attempts=3,
+        started_at=10.0,
+        finished_at=11.5,
+        attempt=2,
+        order=4,
+    )
+    return [
+        entry(key("0", 1), STEP, "charge"),
+        entry(key("0", 2), SLEEP, "sleep"),
+        failed,
+        entry(key("0", 3, "random:0"), VALUE, "random"),
+        runs.Entry(key=key("0.1", 1), kind=STEP, name="nothing", status=runs.EntryStatus.COMPLETED),
+    ]
+
+
+def test_a_journal_read_as_rows_holds_and_matches_the_entries_they_are() -> None:
+    entries = recorded_entries()
+    book = journal.Journal(runs.Recorded([row_of(e) for e in entries]))
+    assert len(book) == len(entries)
+    for e in entries:
+        assert e.key in book
+        assert book.match(e.key, e.kind, e.name) == e
+    assert key("0", 4) not in book and book.match(key("0", 4), STEP, "charge") is None
+    assert sorted(book.entries(), key=lambda e: e.key) == sorted(entries, key=lambda e: e.key)
+
+
+def test_another_step_at_a_row_is_non_determinism_naming_both() -> None:
+    book = journal.Journal(runs.Recorded([row_of(e) for e in recorded_entries()]))
+    with pytest.raises(exceptions.NonDeterminismError, match=r"step 'ship'.*attempt 2"):
+        book.match(key("0", 3), STEP, "refund")
+
+
+def test_a_completed_step_is_read_off_its_row_and_anything_else_is_missing() -> None:
+    book = journal.Journal(runs.Recorded([row_of(e) for e in recorded_entries()]))
+    assert book.completed_step(key("0", 1), "charge") == '"charge"'
+    assert book.completed_step(key("0.1", 1), "nothing") is None  # recorded without a result
+    missing = [
+        (key("0", 1), "refund"),  # another step: `match` says how
+        (key("0", 2), "sleep"),  # not a step
+        (key("0", 3), "ship"),  # failed, not completed
+        (key("0", 9), "charge"),  # not recorded
+    ]
+    for k, name in missing:
+        assert book.completed_step(k, name) is journal.MISSING
+
+
+def test_an_entry_put_at_a_key_read_as_a_row_replaces_it() -> None:
+    book = journal.Journal(runs.Recorded([row_of(e) for e in recorded_entries()]))
+    again = runs.Entry(key=key("0", 3), kind=STEP, name="ship", status=runs.EntryStatus.COMPLETED,
+                       result='"shipped"')  # fmt: skip
+    book.put(again)
+    assert book.match(key("0", 3), STEP, "ship") is again
+    assert book.completed_step(key("0", 3), "ship") is journal.MISSING  # the row is gone
+    assert len(book) == len(recorded_entries())
+
+
+def test_recorded_rows_are_the_sequence_of_their_entries() -> None:
+    entries = recorded_entries()
+    recorded = runs.Recorded([row_of(e) for e in entries])
+    assert recorded == entries and list(recorded) == entries and len(recorded) == 5
+    assert recorded[2] == entries[2] and recorded[1:3] == entries[1:3]
+    assert runs.Recorded([]) == [] and recorded != entries[:4]
 
 
 # --- now / random / uuid4 values ----------------------------------------------------------------

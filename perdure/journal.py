@@ -75,15 +75,21 @@ class Journal:
 
     def completed_step(self, key: runs.Key, name: str) -> str | Missing | None:
         """The result text of step `name` recorded as completed at `key`, read off its
-        row; MISSING for anything else (no row, or another entry: `match` tells which)."""
-        row = self._rows.get(key)
-        if row is not None and row[4] == "step" and row[5] == name and row[6] == "completed":
+        row; MISSING for anything else: no row (none recorded, or made an entry already
+        by `get`), or another entry (`match` tells which)."""
+        row = self._rows.get(key)  # its columns: see runs.entry_of
+        if row is not None and row[4] == _STEP and row[5] == name and row[6] == _COMPLETED:
             result: str | None = row[7]
             return result
         return MISSING
 
 
+_STEP, _COMPLETED = runs.EntryKind.STEP, runs.EntryStatus.COMPLETED  # equal to a row's text
+
+
 class Missing(enum.Enum):
+    """The answer of `Journal.completed_step` where no completed step is recorded."""
+
     MISSING = enum.auto()
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 from collections.abc import Callable
@@ -38,11 +37,9 @@ class StepSpec:
         found = runtime.current.get()
         if not isinstance(found, Branch):
             return self.fn(*args, **kwargs)
+        found.check_caller(self.call_name)  # at once: from a foreign thread or callback
         if found.bridge is not None:
-            found.check_caller(self.call_name)
             return found.bridge.run(found.execution.step(found, self, args, kwargs))
-        if asyncio._get_running_loop() is not found.execution.loop:
-            found.check_caller(self.call_name)  # raises at once, on a foreign thread
         return steps.awaited(self, args, kwargs)  # which checks the task that awaits it
 
     @functools.cached_property

@@ -32,7 +32,9 @@ class Tx(Protocol):
 
     def rows(self, query: str, params: Mapping[str, Any]) -> Sequence[Row]: ...
     def values(self, query: str, params: Mapping[str, Any]) -> Sequence[tuple[Any, ...]]:
-        """Rows as plain tuples, in the query's column order: for reads of many rows."""
+        """Rows as plain tuples, in the query's column order: for reads of many rows (on
+        PostgreSQL read in binary: a column of a type psycopg has no binary loader for,
+        an enum say, would come as bytes; journal columns are text and numbers)."""
         ...
 
     def rows_later(self, query: str, params: Mapping[str, Any]) -> Callable[[], Sequence[Row]]:

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import threading
 from datetime import UTC, datetime
+from typing import Any
 
 import pydantic
 import pytest
 
 import perdure
-from perdure import testing
+from perdure import runs, testing
 
 
 class Page(pydantic.BaseModel):
@@ -201,6 +203,90 @@ async def test_a_step_called_from_a_foreign_thread_is_refused_at_the_call(make_a
         message = await (await foreign.trigger()).result(timeout=10)
     assert "did not create" in message and "step 'charge'" in message
     assert calls == []
+
+
+async def test_a_step_called_from_a_loop_callback_is_refused_at_the_call(make_app):
+    app = make_app()
+    calls: list[int] = []
+
+    @perdure.step
+    async def charge(n: int) -> int:
+        calls.append(n)
+        return n
+
+    @app.task(id="callback-step")
+    async def from_callback() -> str:
+        said: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+        def callback() -> None:  # runs in a copy of the body's context, in no task
+            try:
+                charge(1).close()
+                said.set_result("no error")
+            except RuntimeError as error:
+                said.set_result(str(error))
+
+        asyncio.get_running_loop().call_soon(callback)
+        return await said
+
+    async with testing.worker(app):
+        message = await (await from_callback.trigger()).result(timeout=10)
+    assert "did not create" in message and calls == []
+
+
+async def test_a_step_awaited_by_a_task_the_run_did_not_create_is_refused(make_app):
+    app = make_app()
+    calls: list[int] = []
+
+    @perdure.step
+    async def charge(n: int) -> int:
+        calls.append(n)
+        return n
+
+    @app.task(id="foreign-task-step")
+    async def foreign_task() -> str:
+        # Made without the loop's task factory: a task of no branch, in the body's context.
+        task = asyncio.Task(charge(1), context=contextvars.copy_context())
+        try:
+            await task
+        except RuntimeError as error:
+            return str(error)
+        return "no error"
+
+    async with testing.worker(app):
+        message = await (await foreign_task.trigger()).result(timeout=10)
+    assert "did not create" in message and calls == []
+
+
+async def test_a_resumed_run_replays_its_steps_off_the_rows_its_claim_read(make_app, monkeypatch):
+    app = make_app(suspend_after=0.0)
+    calls: list[int] = []
+    made: list[str] = []  # the kind of each row made an entry
+
+    @perdure.step
+    async def charge(n: int) -> int:
+        calls.append(n)
+        return n
+
+    @app.task(id="resumed")
+    async def resumed() -> int:
+        total = 0
+        for n in range(5):
+            total += await charge(n)
+        await perdure.sleep(0.2)  # the run suspends, and its next claim reads its journal
+        return total + await charge(10)
+
+    entry_of = runs.entry_of
+
+    def counted(row: Any) -> runs.Entry:
+        made.append(row[4])
+        return entry_of(row)
+
+    monkeypatch.setattr(runs, "entry_of", counted)
+    async with testing.worker(app):
+        assert await (await resumed.trigger()).result(timeout=10) == 20
+    assert calls == [0, 1, 2, 3, 4, 10]  # each step ran once
+    assert "sleep" in made  # the resumed run matched its sleep on an entry made of a row
+    assert "step" not in made  # and its five recorded steps on their rows alone
 
 
 async def test_context_gives_ids_and_a_stable_step_key(make_app):

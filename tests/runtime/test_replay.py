@@ -182,14 +182,21 @@ async def test_a_durable_call_from_a_foreign_thread_is_refused(make_app):
     assert "did not create" in errors[1]
 
 
-async def test_a_step_called_from_a_foreign_thread_is_refused_at_the_call(make_app):
-    app = make_app()
+def counted_step() -> tuple[Any, list[int]]:
+    """A step `charge(n) -> n`, and the list of the n it was run with."""
     calls: list[int] = []
 
     @perdure.step
     async def charge(n: int) -> int:
         calls.append(n)
         return n
+
+    return charge, calls
+
+
+async def test_a_step_called_from_a_foreign_thread_is_refused_at_the_call(make_app):
+    app = make_app()
+    charge, calls = counted_step()
 
     @app.task(id="foreign-step")
     async def foreign() -> str:
@@ -207,12 +214,7 @@ async def test_a_step_called_from_a_foreign_thread_is_refused_at_the_call(make_a
 
 async def test_a_step_called_from_a_loop_callback_is_refused_at_the_call(make_app):
     app = make_app()
-    calls: list[int] = []
-
-    @perdure.step
-    async def charge(n: int) -> int:
-        calls.append(n)
-        return n
+    charge, calls = counted_step()
 
     @app.task(id="callback-step")
     async def from_callback() -> str:
@@ -235,12 +237,7 @@ async def test_a_step_called_from_a_loop_callback_is_refused_at_the_call(make_ap
 
 async def test_a_step_awaited_by_a_task_the_run_did_not_create_is_refused(make_app):
     app = make_app()
-    calls: list[int] = []
-
-    @perdure.step
-    async def charge(n: int) -> int:
-        calls.append(n)
-        return n
+    charge, calls = counted_step()
 
     @app.task(id="foreign-task-step")
     async def foreign_task() -> str:

@@ -10,7 +10,17 @@ from typing import Any
 
 from perdure import runs
 from perdure.store import base
-from perdure.store.ops import Later, Quiet, Row, Tx, ended, finish, journals, record_event
+from perdure.store.ops import (
+    Later,
+    Quiet,
+    Row,
+    Tx,
+    completed,
+    ended,
+    finish,
+    journals,
+    record_event,
+)
 
 
 def claim(
@@ -188,4 +198,4 @@ def _end_orphan(tx: Tx, row: Row, recoveries: int, max_recoveries: int) -> None:
     )
     token = "orphan"
     tx.run(tx.q.SET_LEASE_TOKEN, {"token": token, "id": row["id"]})
-    finish(tx, base.Lease(run_id=row["id"], token=token), status, None, error, [], None)
+    completed(finish(tx, base.Lease(run_id=row["id"], token=token), status, None, error, [], None))

@@ -256,12 +256,14 @@ class ConnectionThread:
                     continue
                 conn.execute("SAVEPOINT op")
                 try:
-                    outcomes.append((True, job.op(tx)))
+                    outcomes.append((True, ops.completed(job.op(tx))))
                     conn.execute("RELEASE SAVEPOINT op")
                 except Exception as error:
                     conn.execute("ROLLBACK TO SAVEPOINT op")
                     conn.execute("RELEASE SAVEPOINT op")
                     outcomes.append((False, self._translate(error)))
+            if not isolate:  # the rest of each operation, now the batch was sent
+                outcomes = [(ok, ops.completed(value)) for ok, value in outcomes]
             wake = _wake(jobs, outcomes)
             self._before_commit(conn, wake)
             committing = True

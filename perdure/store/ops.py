@@ -73,6 +73,29 @@ class Later:
         raise TypeError("an outcome known only after the commit: the store resolves it")
 
 
+class Then:
+    """An outcome that needs the rest of its operation run first. The rest runs once every
+    operation of the batch was sent, before COMMIT, in the batch's order: an operation
+    that must read before it writes sends its read at once and reads the answer in its
+    rest, so a batch's reads travel together (on PostgreSQL, one round trip for all of a
+    batch's transitions rather than one each)."""
+
+    __slots__ = ("rest",)
+
+    def __init__(self, rest: Callable[[], Any]) -> None:
+        self.rest = rest
+
+    def __bool__(self) -> bool:
+        raise TypeError("an outcome known only once its batch was sent: the store runs it")
+
+
+def completed(outcome: Any) -> Any:
+    """An operation's outcome once the rest of it ran (`Then`)."""
+    while isinstance(outcome, Then):
+        outcome = outcome.rest()
+    return outcome
+
+
 class Quiet:
     """An outcome of a write after which no worker needs waking: it made nothing claimable
     that was not before (a run ended that held no queue's slot and had no parent)."""
@@ -353,27 +376,56 @@ def checkpoint(
 def _transition(
     tx: Tx,
     lease: base.Lease,
-    query: str,
+    queries: tuple[str, str | None],
     params: dict[str, Any],
     to_status: str,
     detail: str | None,
-) -> Row | None:
-    """The leased run's transition; its state before (None, and nothing done, when the
-    lease is no longer held)."""
-    state = one(tx, tx.q.GET_RUN_STATE, {"id": lease.run_id})
-    if state is None or state["lease_token"] != lease.token:
-        return None
-    tx.send(query, {"run_id": lease.run_id, "token": lease.token, **params})
-    record_event(
-        tx,
-        lease.run_id,
-        state["status"],
-        to_status,
-        state["attempts"],
-        state["lease_worker"],
-        detail,
-    )
-    return state
+    then: Callable[[Row], Any],
+) -> Then:
+    """The leased run's transition: the update, and the same update with the state before
+    and the event in one statement where the dialect has it (`X_WITH_EVENT`). Its state is
+    asked for now; once the batch was sent, the outcome is `then(state before)` (False,
+    and nothing done, when the lease is no longer held)."""
+    update, with_event = queries
+    fenced = {"run_id": lease.run_id, "token": lease.token, **params}
+    if with_event is not None:
+        moved = tx.rows_later(with_event, {**fenced, "to_status": to_status, "detail": detail})
+
+        def made() -> Any:
+            found = moved()
+            return then(found[0]) if found else False
+
+        return Then(made)
+    read = tx.rows_later(tx.q.GET_RUN_STATE, {"id": lease.run_id})
+
+    def rest() -> Any:
+        found = read()
+        state = found[0] if found else None
+        if state is None or state["lease_token"] != lease.token:
+            return False
+        tx.send(update, fenced)
+        record_event(
+            tx,
+            lease.run_id,
+            state["status"],
+            to_status,
+            state["attempts"],
+            state["lease_worker"],
+            detail,
+        )
+        return then(state)
+
+    return Then(rest)
+
+
+def _with_progress(tx: Tx, lease: base.Lease, progress: base.Progress | None) -> Any:
+    """What a transition's `then` is when it writes its run's progress alone."""
+
+    def then(_: Row) -> bool:
+        _progress(tx, lease.run_id, progress)
+        return True
+
+    return then
 
 
 def suspend(
@@ -383,14 +435,14 @@ def suspend(
     executed: float,
     progress: base.Progress | None,
     waits: list[runs.Key] | None = None,
-) -> bool:
+) -> Then:
     if waits and settled_waits(tx, [(lease.run_id, k) for k in waits]):
         due_at = tx.now  # what it waits on was settled meanwhile: wake at once
     params = {"due_at": due_at, "executed_seconds": executed}
-    if not _transition(tx, lease, tx.q.SUSPEND, params, "waiting", None):
-        return False
-    _progress(tx, lease.run_id, progress)
-    return True
+    then = _with_progress(tx, lease, progress)
+    return _transition(
+        tx, lease, (tx.q.SUSPEND, tx.q.SUSPEND_WITH_EVENT), params, "waiting", None, then
+    )
 
 
 def settled_waits(tx: Tx, waits: list[tuple[str, runs.Key]]) -> list[tuple[str, runs.Key]]:
@@ -402,12 +454,13 @@ def settled_waits(tx: Tx, waits: list[tuple[str, runs.Key]]) -> list[tuple[str, 
     ]
 
 
-def release(tx: Tx, lease: base.Lease, executed: float, progress: base.Progress | None) -> bool:
+def release(tx: Tx, lease: base.Lease, executed: float, progress: base.Progress | None) -> Then:
     params = {"executed_seconds": executed}
-    if not _transition(tx, lease, tx.q.RELEASE, params, "queued", "released at worker shutdown"):
-        return False
-    _progress(tx, lease.run_id, progress)
-    return True
+    then = _with_progress(tx, lease, progress)
+    detail = "released at worker shutdown"
+    return _transition(
+        tx, lease, (tx.q.RELEASE, tx.q.RELEASE_WITH_EVENT), params, "queued", detail, then
+    )
 
 
 def _drop(tx: Tx, run_id: str, keys: list[runs.Key]) -> None:
@@ -425,14 +478,18 @@ def retry_later(
     delay: float,
     drop: list[runs.Key],
     progress: base.Progress | None,
-) -> bool:
-    params = {"due_at": tx.now + delay, "error": json.dumps(error.to_json())}
+) -> Then:
+    params = {"delay": delay, "error": json.dumps(error.to_json())}
     detail = f"{error.type}: {error.message}"
-    if not _transition(tx, lease, tx.q.RETRY_LATER, params, "retrying", detail):
-        return False
-    _drop(tx, lease.run_id, drop)
-    _progress(tx, lease.run_id, progress)
-    return True
+
+    def then(_: Row) -> bool:
+        _drop(tx, lease.run_id, drop)
+        _progress(tx, lease.run_id, progress)
+        return True
+
+    return _transition(
+        tx, lease, (tx.q.RETRY_LATER, tx.q.RETRY_LATER_WITH_EVENT), params, "retrying", detail, then
+    )
 
 
 def finish(
@@ -443,7 +500,7 @@ def finish(
     error: runs.RunError | None,
     drop: list[runs.Key],
     progress: base.Progress | None,
-) -> bool | Quiet:
+) -> Then:
     params = {
         "status": status.value,
         "output": output,
@@ -451,21 +508,25 @@ def finish(
         "escaped": json.dumps([[k.branch, k.seq, k.sub] for k in drop]) if drop else None,
     }
     detail = None if error is None else f"{error.type}: {error.message}"
-    state = _transition(tx, lease, tx.q.FINISH, params, status.value, detail)
-    if state is None:
-        return False
-    if status in runs.KEY_FREEING:
-        tx.send(tx.q.FREE_KEY, {"run_id": lease.run_id})
-    if status is runs.RunStatus.CANCELED:
-        tx.send(tx.q.CANCEL_RUN_TOKENS, {"run_id": lease.run_id})
-        _cancel_children(tx, lease.run_id)
-    _progress(tx, lease.run_id, progress)
-    ended(tx, lease.run_id, parent=state)
-    # Its worker looks for more work of its own accord; the others need waking only if a
-    # queue's slot was freed, a parent may go on, or children were canceled.
-    if state["limited"] or state["parent_id"] is not None or status is runs.RunStatus.CANCELED:
-        return True
-    return Quiet(True)
+
+    def then(state: Row) -> bool | Quiet:
+        if status in runs.KEY_FREEING:
+            tx.send(tx.q.FREE_KEY, {"run_id": lease.run_id})
+        if status is runs.RunStatus.CANCELED:
+            tx.send(tx.q.CANCEL_RUN_TOKENS, {"run_id": lease.run_id})
+            _cancel_children(tx, lease.run_id)
+        _progress(tx, lease.run_id, progress)
+        ended(tx, lease.run_id, parent=state)
+        # Its worker looks for more work of its own accord; the others need waking only if
+        # a queue's slot was freed, a parent may go on, or children were canceled.
+        canceled = status is runs.RunStatus.CANCELED
+        if state["limited"] or state["parent_id"] is not None or canceled:
+            return True
+        return Quiet(True)
+
+    return _transition(
+        tx, lease, (tx.q.FINISH, tx.q.FINISH_WITH_EVENT), params, status.value, detail, then
+    )
 
 
 def ended(tx: Tx, run_id: str, parent: Row | None = None) -> None:

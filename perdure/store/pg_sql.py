@@ -23,7 +23,39 @@ _SERVED = f"""r.{_IN_TASKS}
 _DUE = f"""r.status IN ('queued', 'delayed', 'retrying', 'waiting') AND r.due_at <= :now
               AND {_SERVED} AND {sql._LIVE}"""
 
+
+def _with_event(set_clause: str) -> str:
+    """A leased run's transition in one statement: it locks the run's row if the lease is
+    held, updates it, records the event, and returns what GET_RUN_STATE would have read
+    before (no row: the lease is gone, and nothing was done)."""
+    return f"""WITH prior AS (
+            SELECT id AS prior_id, status AS prior_status, attempts AS prior_attempts,
+                lease_worker AS prior_worker
+            FROM runs WHERE id = :run_id AND lease_token = :token FOR UPDATE),
+        moved AS (
+            UPDATE runs SET {set_clause}
+            FROM prior WHERE runs.id = prior.prior_id
+            RETURNING prior_status, prior_attempts, prior_worker, idempotency_key, task_id,
+                parent_id, parent_branch, parent_seq, queue),
+        event AS (
+            INSERT INTO run_events (run_id, at, from_status, to_status, attempt, worker_id,
+                detail)
+            SELECT :run_id, :now, prior_status, :to_status, prior_attempts, prior_worker,
+                CAST(:detail AS text)
+            FROM moved)
+        SELECT prior_status AS status, prior_attempts AS attempts,
+            prior_worker AS lease_worker, idempotency_key, task_id, parent_id, parent_branch,
+            parent_seq,
+            EXISTS (SELECT 1 FROM queues q
+                    WHERE q.name = moved.queue AND q.concurrency_limit IS NOT NULL) AS limited
+        FROM moved"""
+
+
 OVERRIDES: dict[str, str] = {
+    "SUSPEND_WITH_EVENT": _with_event(sql._SUSPEND_SET),
+    "RELEASE_WITH_EVENT": _with_event(sql._RELEASE_SET),
+    "RETRY_LATER_WITH_EVENT": _with_event(sql._RETRY_LATER_SET),
+    "FINISH_WITH_EVENT": _with_event(sql._FINISH_SET),
     "ORPHANED_RUNS": f"""SELECT r.id, {sql._claim_columns("r")}
         FROM runs r LEFT JOIN workers w ON w.id = r.lease_worker
         WHERE r.status = 'running' AND r.lease_worker != :worker_id

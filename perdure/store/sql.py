@@ -182,26 +182,34 @@ GET_METADATA = "SELECT metadata FROM runs WHERE id = :run_id"
 
 SET_METADATA = "UPDATE runs SET metadata = :metadata WHERE id = :run_id"
 
-SUSPEND = """UPDATE runs SET status = 'waiting', lease_token = NULL,
+# A leased run's transitions: what each sets, fenced by its lease. PostgreSQL makes each
+# one statement with the state it found and its event (pg_sql.with_event); here they are
+# three (GET_RUN_STATE, the update, INSERT_EVENT), each on the process's own file.
+_SUSPEND_SET = """status = 'waiting', lease_token = NULL,
         due_at = CASE WHEN cancel_requested_at IS NULL THEN :due_at ELSE :now END,
-        lease_worker = NULL, executed_seconds = :executed_seconds
-    WHERE id = :run_id AND lease_token = :token"""
+        lease_worker = NULL, executed_seconds = :executed_seconds"""
 
-RELEASE = """UPDATE runs SET status = 'queued', due_at = :now, lease_token = NULL,
-        lease_worker = NULL,
-        executed_seconds = :executed_seconds
-    WHERE id = :run_id AND lease_token = :token"""
+_RELEASE_SET = """status = 'queued', due_at = :now, lease_token = NULL, lease_worker = NULL,
+        executed_seconds = :executed_seconds"""
 
-RETRY_LATER = """UPDATE runs SET status = 'retrying', due_at = :due_at, error = :error,
+_RETRY_LATER_SET = """status = 'retrying', due_at = :now + :delay, error = :error,
         next_attempt = attempts + 1,
-        lease_token = NULL, lease_worker = NULL, executed_seconds = 0
-    WHERE id = :run_id AND lease_token = :token"""
+        lease_token = NULL, lease_worker = NULL, executed_seconds = 0"""
 
-FINISH = """UPDATE runs SET status = :status, output = :output, error = :error,
-        escaped = :escaped,
+_FINISH_SET = """status = :status, output = :output, error = :error, escaped = :escaped,
         finished_at = :now, lease_token = NULL, lease_worker = NULL,
-        cancel_requested_at = NULL
-    WHERE id = :run_id AND lease_token = :token"""
+        cancel_requested_at = NULL"""
+
+_FENCE = "WHERE id = :run_id AND lease_token = :token"
+
+SUSPEND = f"UPDATE runs SET {_SUSPEND_SET} {_FENCE}"
+RELEASE = f"UPDATE runs SET {_RELEASE_SET} {_FENCE}"
+RETRY_LATER = f"UPDATE runs SET {_RETRY_LATER_SET} {_FENCE}"
+FINISH = f"UPDATE runs SET {_FINISH_SET} {_FENCE}"
+
+# Where a dialect makes a transition, its state before and its event one statement
+# (PostgreSQL: pg_sql), these are those statements; SQLite has none.
+SUSPEND_WITH_EVENT = RELEASE_WITH_EVENT = RETRY_LATER_WITH_EVENT = FINISH_WITH_EVENT = None
 
 # --- client transitions ------------------------------------------------------------------
 

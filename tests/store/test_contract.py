@@ -614,16 +614,21 @@ async def test_a_failing_call_does_not_undo_the_calls_made_at_the_same_time(
     store: base.Store, worker: Worker
 ) -> None:
     leases = [(await leased(worker)).lease for _ in range(5)]
+    ending = [(await leased(worker)).lease for _ in range(2)]
     done_id = await in_status(worker, RunStatus.COMPLETED)
     outcomes = await asyncio.gather(
         *[store.checkpoint(lease, [entry("0", 1)]) for lease in leases],
         store.cancel_run("run_nobody"),
         store.retry_run(done_id, 3600),
         *[store.checkpoint(lease, [entry("0", 2)]) for lease in leases],
+        *[store.finish(lease, RunStatus.COMPLETED, "7", None, [], None) for lease in ending],
         return_exceptions=True,
     )
-    assert outcomes[:5] == [True] * 5 and outcomes[7:] == [True] * 5
+    assert outcomes[:5] == [True] * 5 and outcomes[7:] == [True] * 7
     assert isinstance(outcomes[5], perdure.RunNotFound)
     assert isinstance(outcomes[6], perdure.InvalidTransition)
     for lease in leases:
         assert keys(await store.journal(lease.run_id)) == [("0", 1, ""), ("0", 2, "")]
+    for lease in ending:
+        run = await store.get_run(lease.run_id)
+        assert run is not None and (run.status, run.output) == (RunStatus.COMPLETED, 7)

@@ -283,6 +283,15 @@ async def test_every_transition_is_recorded_in_order(store: base.Store, worker: 
         ("running", "completed", 3),
     ]
     assert [e.worker_id for e in events if e.to_status == "running"] == [worker.id] * 5
+    # A leased run's transition records the worker that held it, and why it ended.
+    assert [e.worker_id for e in events if e.from_status == "running"] == [worker.id] * 5
+    assert [(e.to_status, e.detail) for e in events if e.from_status == "running"] == [
+        ("waiting", None),
+        ("queued", "released at worker shutdown"),
+        ("retrying", "ValueError: boom"),
+        ("failed", "ValueError: boom"),
+        ("completed", None),
+    ]
     assert [e.at for e in events] == sorted(e.at for e in events)
 
 

@@ -146,6 +146,49 @@ async def test_a_trigger_is_one_round_trip_and_a_claim_two(tmp_path):
         assert len(trips) == 2, trips
 
 
+async def test_finishes_committed_together_read_their_runs_in_one_round_trip(tmp_path):
+    """A transition locks its run, updates it and records its event in one statement; a
+    batch of them sends every one before reading any answer: two round trips for the
+    batch (the statements, then COMMIT), not one more per run."""
+    import threading
+
+    from perdure.runs import RunStatus
+    from tests.store import support
+
+    async with _store_and_worker() as (_, store, worker):
+        for _ in range(3):
+            await store.create_run(support.new_run())
+        leases = [claim.lease for claim in await worker.claim(limit=3)]
+        assert len(leases) == 3
+        # The store's thread is held while the three finishes queue up: one batch.
+        held, go = threading.Event(), threading.Event()
+        blocker = store._submit(lambda tx: held.set() or go.wait(10), False)
+        assert await asyncio.to_thread(held.wait, 10)
+        with _round_trips(store, tmp_path) as trips:
+            finishes = [
+                asyncio.ensure_future(
+                    store.finish(lease, RunStatus.COMPLETED, str(i), None, [], None)
+                )
+                for i, lease in enumerate(leases)
+            ]
+            while store._handed < 4:  # the blocker and the three finishes
+                await asyncio.sleep(0.001)
+            go.set()
+            assert await asyncio.wait_for(asyncio.gather(*finishes), 10) == [True] * 3
+        await asyncio.wrap_future(blocker)
+        assert len(trips) == 2, trips
+        assert trips[0].count("Execute") == 4, trips  # BEGIN and the three transitions
+        for i, lease in enumerate(leases):
+            run = await store.get_run(lease.run_id)
+            assert run is not None and (run.status, run.output) == (RunStatus.COMPLETED, i)
+            last = (await store.events(lease.run_id))[-1]
+            assert (last.from_status, last.to_status, last.worker_id) == (
+                "running",
+                "completed",
+                worker.id,
+            )
+
+
 @contextlib.asynccontextmanager
 async def _store_and_worker() -> AsyncIterator[tuple[str, PostgresStore, Any]]:
     """A fresh database's URL, a store open on it and a registered worker of it."""

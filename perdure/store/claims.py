@@ -17,9 +17,11 @@ from perdure.store.ops import (
     Tx,
     completed,
     ended,
+    event_params,
     finish,
     journals,
     record_event,
+    send_with_event,
 )
 
 
@@ -150,8 +152,10 @@ def _take(
     if takeover and recoveries > max_recoveries:
         _end_orphan(tx, row, recoveries, max_recoveries)
         return None
-    tx.send(
-        tx.q.TAKE_LEASE,
+    detail = "takeover" if takeover else None
+    send_with_event(
+        tx,
+        (tx.q.TAKE_LEASE, tx.q.TAKE_LEASE_WITH_EVENT),
         {
             "id": run_id,
             "token": token,
@@ -161,9 +165,8 @@ def _take(
             "version": version,
             "executed_seconds": row["executed_seconds"] if attempt == row["attempts"] else 0,
         },
+        event_params(run_id, status.value, "running", attempt, worker_id, detail),
     )
-    detail = "takeover" if takeover else None
-    record_event(tx, run_id, status.value, "running", attempt, worker_id, detail)
     return base.Claim(
         lease=base.Lease(run_id=run_id, token=token),
         task_id=row["task_id"],

@@ -235,16 +235,40 @@ def record_event(
     detail: str | None = None,
 ) -> None:
     tx.send(
-        tx.q.INSERT_EVENT,
-        {
-            "run_id": run_id,
-            "from_status": from_status,
-            "to_status": to_status,
-            "attempt": attempt,
-            "worker_id": worker_id,
-            "detail": detail,
-        },
+        tx.q.INSERT_EVENT, event_params(run_id, from_status, to_status, attempt, worker_id, detail)
     )
+
+
+def event_params(
+    run_id: str,
+    from_status: str | None,
+    to_status: str,
+    attempt: int,
+    worker_id: str | None = None,
+    detail: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "from_status": from_status,
+        "to_status": to_status,
+        "attempt": attempt,
+        "worker_id": worker_id,
+        "detail": detail,
+    }
+
+
+def send_with_event(
+    tx: Tx, queries: tuple[str, str | None], params: Mapping[str, Any], event: Mapping[str, Any]
+) -> None:
+    """A write of one run's row and its event (`event_params`): one statement where the
+    dialect has one for both (`X_WITH_EVENT`), two otherwise. Their parameters share one
+    namespace: a name both use has one value."""
+    write, with_event = queries
+    if with_event is None:
+        tx.send(write, params)
+        tx.send(tx.q.INSERT_EVENT, event)
+    else:
+        tx.send(with_event, {**params, **event})
 
 
 # --- creating runs -----------------------------------------------------------------------
@@ -267,8 +291,9 @@ def create_run(tx: Tx, new: base.NewRun) -> tuple[str, bool]:
         )
     delayed = new.delay is not None and new.delay > 0
     status = runs.RunStatus.DELAYED if delayed else runs.RunStatus.QUEUED
-    tx.send(
-        tx.q.INSERT_RUN,
+    send_with_event(
+        tx,
+        (tx.q.INSERT_RUN, tx.q.INSERT_RUN_WITH_EVENT),
         {
             "id": new.id,
             "task_id": new.task_id,
@@ -288,8 +313,8 @@ def create_run(tx: Tx, new: base.NewRun) -> tuple[str, bool]:
             "parent_seq": None if new.parent_entry is None else new.parent_entry.seq,
             "batch_index": new.batch_index,
         },
+        event_params(new.id, None, status.value, 0),
     )
-    record_event(tx, new.id, None, status.value, 0)
     return new.id, False
 
 

@@ -51,7 +51,20 @@ def _with_event(set_clause: str) -> str:
         FROM moved"""
 
 
+def _and_event(write: str) -> str:
+    """A write of one run's row (INSERT or UPDATE, by `id`) and its event in one
+    statement; the event is recorded if the row was written."""
+    return f"""WITH written AS ({write} RETURNING id)
+        INSERT INTO run_events (run_id, at, from_status, to_status, attempt, worker_id,
+            detail)
+        SELECT id, :now, CAST(:from_status AS text), CAST(:to_status AS text),
+            CAST(:attempt AS integer), CAST(:worker_id AS text), CAST(:detail AS text)
+        FROM written"""
+
+
 OVERRIDES: dict[str, str] = {
+    "INSERT_RUN_WITH_EVENT": _and_event(sql.INSERT_RUN),
+    "TAKE_LEASE_WITH_EVENT": _and_event(sql.TAKE_LEASE),
     "SUSPEND_WITH_EVENT": _with_event(sql._SUSPEND_SET),
     "RELEASE_WITH_EVENT": _with_event(sql._RELEASE_SET),
     "RETRY_LATER_WITH_EVENT": _with_event(sql._RETRY_LATER_SET),

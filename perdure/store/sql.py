@@ -207,9 +207,11 @@ RELEASE = f"UPDATE runs SET {_RELEASE_SET} {_FENCE}"
 RETRY_LATER = f"UPDATE runs SET {_RETRY_LATER_SET} {_FENCE}"
 FINISH = f"UPDATE runs SET {_FINISH_SET} {_FENCE}"
 
-# Where a dialect makes a transition, its state before and its event one statement
-# (PostgreSQL: pg_sql), these are those statements; SQLite has none.
+# Where a dialect makes a write of a run's row and its event one statement (PostgreSQL:
+# pg_sql; a transition returns the state it found too), these are those statements.
+# SQLite has none: its statements cost no round trip.
 SUSPEND_WITH_EVENT = RELEASE_WITH_EVENT = RETRY_LATER_WITH_EVENT = FINISH_WITH_EVENT = None
+INSERT_RUN_WITH_EVENT = TAKE_LEASE_WITH_EVENT = None
 
 # --- client transitions ------------------------------------------------------------------
 

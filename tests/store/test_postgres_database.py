@@ -130,9 +130,9 @@ async def test_a_checkpoint_is_one_round_trip_and_answers_once_committed(
 
 
 async def test_a_trigger_is_one_round_trip_and_a_claim_two(tmp_path):
-    """A trigger sends its rows and the notification with BEGIN and COMMIT; a claim asks
-    for all it must know at once, then takes the run and reads its journal with COMMIT
-    (the clock is read by the server: never a round trip of its own)."""
+    """A trigger sends its run, its event and the notification with BEGIN and COMMIT; a
+    claim asks for all it must know at once, then takes the run and reads its journal with
+    COMMIT (the clock is read by the server: never a round trip of its own)."""
     from tests.store import support
 
     async with _store_and_worker() as (_, store, worker):
@@ -140,6 +140,8 @@ async def test_a_trigger_is_one_round_trip_and_a_claim_two(tmp_path):
         with _round_trips(store, tmp_path) as trips:
             await store.create_run(new)
         assert len(trips) == 1, trips
+        # BEGIN, the run and its event in one statement, NOTIFY, COMMIT.
+        assert trips[0].count("Execute") == 4, trips
         with _round_trips(store, tmp_path) as trips:
             claim = await worker.claim_one()
         assert claim.lease.run_id == new.id

@@ -125,8 +125,13 @@ OVERRIDES: dict[str, str] = {
           AND ttl_expires_at <= :now
         LIMIT 100
         FOR UPDATE SKIP LOCKED""",
-    "JOURNALS_OF": f"""SELECT {sql.ENTRY_COLUMNS}, run_id FROM journal
-        WHERE run_id = ANY(ARRAY(SELECT jsonb_array_elements_text(CAST(:run_ids AS jsonb))))""",
+    # One index lookup per run, whatever the table's statistics: as `run_id = ANY(...)`
+    # a young table's (not yet analyzed) was read whole at every claim (1.7 ms at 6,000
+    # entries, against 0.16). OFFSET 0 keeps the lookup from becoming a join the planner
+    # may make a hash join of, reading the table whole again.
+    "JOURNALS_OF": f"""SELECT e.* FROM jsonb_array_elements_text(CAST(:run_ids AS jsonb)) AS ids(id)
+        CROSS JOIN LATERAL (SELECT {sql.ENTRY_COLUMNS}, run_id FROM journal
+                            WHERE run_id = ids.id OFFSET 0) AS e""",
     "NEXT_DUE": f"""SELECT MIN(due_at) AS due FROM runs
         WHERE status IN ('queued', 'delayed', 'retrying', 'waiting') AND due_at > :now
           AND {_IN_TASKS}""",

@@ -191,6 +191,33 @@ async def test_finishes_committed_together_read_their_runs_in_one_round_trip(tmp
             )
 
 
+async def test_a_claim_reads_journals_by_index_on_a_table_never_analyzed():
+    """A young database has no statistics yet: the claim's journal read must still look
+    each run up by index, not read every entry of every run (1.7 ms a claim at 6,000)."""
+    from perdure.store import pg_sql
+
+    url = postgres.fresh_url()
+    store = PostgresStore(url)
+    await store.open()
+    await store.close()
+    _sql(
+        url,
+        "INSERT INTO runs (id, task_id, queue, status, payload, tags, root_id, created_at, "
+        "due_at) SELECT 'run_' || g, 't', 'default', 'completed', '{}', '[]', 'run_' || g, "
+        "0, 0 FROM generate_series(1, 2000) AS g",
+    )
+    _sql(
+        url,
+        "INSERT INTO journal (run_id, branch, seq, sub, kind, name, status, attempts, attempt) "
+        "SELECT 'run_' || (g / 3), '0', g, '', 'step', 's', 'completed', 1, 1 "
+        "FROM generate_series(3, 6002) AS g",
+    )
+    query = pg_sql.Q.JOURNALS_OF.replace("%(run_ids)s", '\'["run_1", "run_2"]\'')
+    plan = "\n".join(str(row[0]) for row in _sql(url, f"EXPLAIN {query}"))
+    assert "Seq Scan on journal" not in plan, plan
+    assert "journal_key" in plan, plan
+
+
 @contextlib.asynccontextmanager
 async def _store_and_worker() -> AsyncIterator[tuple[str, PostgresStore, Any]]:
     """A fresh database's URL, a store open on it and a registered worker of it."""

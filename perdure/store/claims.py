@@ -120,7 +120,7 @@ def expire(tx: Tx, expired: Sequence[Row]) -> None:
     for row in expired:
         tx.run(tx.q.EXPIRE, {"id": row["id"], "error": json.dumps(error.to_json())})
         tx.run(tx.q.FREE_KEY, {"run_id": row["id"]})
-        record_event(tx, row["id"], None, "expired", 0, None, "ttl passed")
+        record_event(tx, event_params(row["id"], None, "expired", 0, None, "ttl passed"))
         ended(tx, row["id"])
 
 

@@ -225,18 +225,9 @@ _gc_was_on = True
 # --- events ----------------------------------------------------------------------------
 
 
-def record_event(
-    tx: Tx,
-    run_id: str,
-    from_status: str | None,
-    to_status: str,
-    attempt: int,
-    worker_id: str | None = None,
-    detail: str | None = None,
-) -> None:
-    tx.send(
-        tx.q.INSERT_EVENT, event_params(run_id, from_status, to_status, attempt, worker_id, detail)
-    )
+def record_event(tx: Tx, event: Mapping[str, Any]) -> None:
+    """Record a run's transition (`event_params`)."""
+    tx.send(tx.q.INSERT_EVENT, event)
 
 
 def event_params(
@@ -266,7 +257,7 @@ def send_with_event(
     write, with_event = queries
     if with_event is None:
         tx.send(write, params)
-        tx.send(tx.q.INSERT_EVENT, event)
+        record_event(tx, event)
     else:
         tx.send(with_event, {**params, **event})
 
@@ -429,8 +420,7 @@ def _transition(
         if state is None or state["lease_token"] != lease.token:
             return False
         tx.send(update, fenced)
-        record_event(
-            tx,
+        event = event_params(
             lease.run_id,
             state["status"],
             to_status,
@@ -438,6 +428,7 @@ def _transition(
             state["lease_worker"],
             detail,
         )
+        record_event(tx, event)
         return then(state)
 
     return Then(rest)
@@ -587,7 +578,9 @@ def cancel_run(tx: Tx, run_id: str) -> runs.Run:
         tx.run(tx.q.CANCEL_IDLE, {"id": run_id})
         tx.run(tx.q.FREE_KEY, {"run_id": run_id})
         tx.run(tx.q.CANCEL_RUN_TOKENS, {"run_id": run_id})
-        record_event(tx, run_id, run.status.value, "canceled", run.attempts, None, "canceled")
+        record_event(
+            tx, event_params(run_id, run.status.value, "canceled", run.attempts, None, "canceled")
+        )
         ended(tx, run_id)
     _cancel_children(tx, run_id)
     return require_run(tx, run_id)
@@ -617,7 +610,9 @@ def retry_run(tx: Tx, run_id: str, key_ttl: float) -> runs.Run:
                     "expires_at": tx.now + key_ttl,
                 },
             )
-    record_event(tx, run_id, run.status.value, "queued", run.attempts, None, "retried")
+    record_event(
+        tx, event_params(run_id, run.status.value, "queued", run.attempts, None, "retried")
+    )
     return require_run(tx, run_id)
 
 

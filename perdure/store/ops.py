@@ -74,11 +74,11 @@ class Later:
 
 
 class Then:
-    """An outcome that needs the rest of its operation run first. The rest runs once every
-    operation of the batch was sent, before COMMIT, in the batch's order: an operation
-    that must read before it writes sends its read at once and reads the answer in its
-    rest, so a batch's reads travel together (on PostgreSQL, one round trip for all of a
-    batch's transitions rather than one each)."""
+    """An outcome that needs the rest of its operation run first. The rest runs before
+    COMMIT, once the operations after it in the batch were sent (at once in a batch run
+    again isolated), so that a batch's reads travel together (on PostgreSQL, one round trip
+    for all of a batch's transitions rather than one each). Its writes land after those of
+    the operations that follow it: a rest writes only what may."""
 
     __slots__ = ("rest",)
 
@@ -397,41 +397,50 @@ def _transition(
     to_status: str,
     detail: str | None,
     then: Callable[[Row], Any],
-) -> Then:
-    """The leased run's transition: the update, and the same update with the state before
-    and the event in one statement where the dialect has it (`X_WITH_EVENT`). Its state is
-    asked for now; once the batch was sent, the outcome is `then(state before)` (False,
-    and nothing done, when the lease is no longer held)."""
+    drop: list[runs.Key] | None = None,
+    free_key: bool = False,
+) -> Any:
+    """The leased run's transition, its event, and with them the journal entries to `drop`
+    and (`free_key`) its idempotency key; the outcome is `then(state before)`, or False
+    with nothing done when the lease is no longer held. Where the dialect has the
+    transition as one statement (`X_WITH_EVENT`, PostgreSQL) that statement makes them
+    all, in the batch's order, and only `then` waits for its answer (`Then`): it writes
+    nothing a later operation of the batch could read (progress, a parent's settlement,
+    a canceled run's tokens and children). Elsewhere the state is read first and all of
+    it is made at once."""
     update, with_event = queries
     fenced = {"run_id": lease.run_id, "token": lease.token, **params}
     if with_event is not None:
-        moved = tx.rows_later(with_event, {**fenced, "to_status": to_status, "detail": detail})
+        keys = json.dumps([[k.branch, k.seq, k.sub] for k in drop]) if drop else None
+        moved = tx.rows_later(
+            with_event,
+            {
+                **fenced,
+                "to_status": to_status,
+                "detail": detail,
+                "drop": keys,
+                "free_key": free_key,
+            },
+        )
 
         def made() -> Any:
             found = moved()
             return then(found[0]) if found else False
 
         return Then(made)
-    read = tx.rows_later(tx.q.GET_RUN_STATE, {"id": lease.run_id})
-
-    def rest() -> Any:
-        found = read()
-        state = found[0] if found else None
-        if state is None or state["lease_token"] != lease.token:
-            return False
-        tx.send(update, fenced)
-        event = event_params(
-            lease.run_id,
-            state["status"],
-            to_status,
-            state["attempts"],
-            state["lease_worker"],
-            detail,
-        )
-        record_event(tx, event)
-        return then(state)
-
-    return Then(rest)
+    state = one(tx, tx.q.GET_RUN_STATE, {"id": lease.run_id})
+    if state is None or state["lease_token"] != lease.token:
+        return False
+    tx.send(update, fenced)
+    event = event_params(
+        lease.run_id, state["status"], to_status, state["attempts"], state["lease_worker"], detail
+    )
+    record_event(tx, event)
+    _drop(tx, lease.run_id, drop or [])
+    if free_key and state["idempotency_key"] is not None:
+        held = {"task_id": state["task_id"], "key": state["idempotency_key"]}
+        tx.send(tx.q.FREE_HELD_KEY, {**held, "run_id": lease.run_id})
+    return then(state)
 
 
 def _with_progress(tx: Tx, lease: base.Lease, progress: base.Progress | None) -> Any:
@@ -451,7 +460,7 @@ def suspend(
     executed: float,
     progress: base.Progress | None,
     waits: list[runs.Key] | None = None,
-) -> Then:
+) -> Any:
     if waits and settled_waits(tx, [(lease.run_id, k) for k in waits]):
         due_at = tx.now  # what it waits on was settled meanwhile: wake at once
     params = {"due_at": due_at, "executed_seconds": executed}
@@ -470,7 +479,7 @@ def settled_waits(tx: Tx, waits: list[tuple[str, runs.Key]]) -> list[tuple[str, 
     ]
 
 
-def release(tx: Tx, lease: base.Lease, executed: float, progress: base.Progress | None) -> Then:
+def release(tx: Tx, lease: base.Lease, executed: float, progress: base.Progress | None) -> Any:
     params = {"executed_seconds": executed}
     then = _with_progress(tx, lease, progress)
     detail = "released at worker shutdown"
@@ -494,18 +503,12 @@ def retry_later(
     delay: float,
     drop: list[runs.Key],
     progress: base.Progress | None,
-) -> Then:
+) -> Any:
     params = {"delay": delay, "error": json.dumps(error.to_json())}
     detail = f"{error.type}: {error.message}"
-
-    def then(_: Row) -> bool:
-        _drop(tx, lease.run_id, drop)
-        _progress(tx, lease.run_id, progress)
-        return True
-
-    return _transition(
-        tx, lease, (tx.q.RETRY_LATER, tx.q.RETRY_LATER_WITH_EVENT), params, "retrying", detail, then
-    )
+    queries = (tx.q.RETRY_LATER, tx.q.RETRY_LATER_WITH_EVENT)
+    then = _with_progress(tx, lease, progress)
+    return _transition(tx, lease, queries, params, "retrying", detail, then, drop=drop)
 
 
 def finish(
@@ -516,7 +519,7 @@ def finish(
     error: runs.RunError | None,
     drop: list[runs.Key],
     progress: base.Progress | None,
-) -> Then:
+) -> Any:
     params = {
         "status": status.value,
         "output": output,
@@ -526,8 +529,6 @@ def finish(
     detail = None if error is None else f"{error.type}: {error.message}"
 
     def then(state: Row) -> bool | Quiet:
-        if status in runs.KEY_FREEING:
-            tx.send(tx.q.FREE_KEY, {"run_id": lease.run_id})
         if status is runs.RunStatus.CANCELED:
             tx.send(tx.q.CANCEL_RUN_TOKENS, {"run_id": lease.run_id})
             _cancel_children(tx, lease.run_id)
@@ -540,9 +541,9 @@ def finish(
             return True
         return Quiet(True)
 
-    return _transition(
-        tx, lease, (tx.q.FINISH, tx.q.FINISH_WITH_EVENT), params, status.value, detail, then
-    )
+    queries = (tx.q.FINISH, tx.q.FINISH_WITH_EVENT)
+    free_key = status in runs.KEY_FREEING
+    return _transition(tx, lease, queries, params, status.value, detail, then, free_key=free_key)
 
 
 def ended(tx: Tx, run_id: str, parent: Row | None = None) -> None:

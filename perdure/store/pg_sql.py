@@ -26,8 +26,10 @@ _DUE = f"""r.status IN ('queued', 'delayed', 'retrying', 'waiting') AND r.due_at
 
 def _with_event(set_clause: str) -> str:
     """A leased run's transition in one statement: it locks the run's row if the lease is
-    held, updates it, records the event, and returns what GET_RUN_STATE would have read
-    before (no row: the lease is gone, and nothing was done)."""
+    held, updates it, records the event, deletes the journal entries given as `:drop` (a
+    JSON array of [branch, seq, sub], or NULL) and, with `:free_key`, frees the run's
+    idempotency key. It returns the state before, as GET_RUN_STATE reads it but for the
+    lease's own columns; no row when the lease is gone, and then nothing was done."""
     return f"""WITH prior AS (
             SELECT id AS prior_id, status AS prior_status, attempts AS prior_attempts,
                 lease_worker AS prior_worker
@@ -40,9 +42,19 @@ def _with_event(set_clause: str) -> str:
         event AS (
             INSERT INTO run_events (run_id, at, from_status, to_status, attempt, worker_id,
                 detail)
-            SELECT :run_id, :now, prior_status, :to_status, prior_attempts, prior_worker,
-                CAST(:detail AS text)
-            FROM moved)
+            SELECT :run_id, :now, prior_status, CAST(:to_status AS text), prior_attempts,
+                prior_worker, CAST(:detail AS text)
+            FROM moved),
+        dropped AS (
+            DELETE FROM journal j
+            USING jsonb_array_elements(CAST(:drop AS jsonb)) AS d(key)
+            WHERE j.run_id = :run_id AND EXISTS (SELECT 1 FROM moved)
+              AND j.branch = d.key ->> 0 AND j.seq = CAST(d.key ->> 1 AS integer)
+              AND j.sub = d.key ->> 2),
+        freed AS (
+            DELETE FROM idempotency_keys k USING moved
+            WHERE CAST(:free_key AS boolean) AND k.task_id = moved.task_id
+              AND k.key = moved.idempotency_key AND k.run_id = :run_id)
         SELECT prior_status AS status, prior_attempts AS attempts,
             prior_worker AS lease_worker, idempotency_key, task_id, parent_id, parent_branch,
             parent_seq,
@@ -127,7 +139,7 @@ OVERRIDES: dict[str, str] = {
         FOR UPDATE SKIP LOCKED""",
     # One index lookup per run, whatever the table's statistics: as `run_id = ANY(...)`
     # a young table's (not yet analyzed) was read whole at every claim (1.7 ms at 6,000
-    # entries, against 0.16). OFFSET 0 keeps the lookup from becoming a join the planner
+    # entries, against 0.04 in W2). OFFSET 0 keeps the lookup from becoming a join the planner
     # may make a hash join of, reading the table whole again.
     "JOURNALS_OF": f"""SELECT e.* FROM jsonb_array_elements_text(CAST(:run_ids AS jsonb)) AS ids(id)
         CROSS JOIN LATERAL (SELECT {sql.ENTRY_COLUMNS}, run_id FROM journal

@@ -26,6 +26,10 @@ HOLD_KEY = """INSERT INTO idempotency_keys (task_id, key, run_id, expires_at)
 
 FREE_KEY = "DELETE FROM idempotency_keys WHERE run_id = :run_id"
 
+# The key a run holds, by the table's primary key (FREE_KEY reads the whole table).
+FREE_HELD_KEY = """DELETE FROM idempotency_keys
+    WHERE task_id = :task_id AND key = :key AND run_id = :run_id"""
+
 INSERT_RUN = """INSERT INTO runs (id, task_id, queue, concurrency_key, priority, status, payload,
         tags, parent_id, root_id, idempotency_key, version, created_at, due_at, ttl_expires_at,
         parent_branch, parent_seq, batch_index)
@@ -183,7 +187,7 @@ GET_METADATA = "SELECT metadata FROM runs WHERE id = :run_id"
 SET_METADATA = "UPDATE runs SET metadata = :metadata WHERE id = :run_id"
 
 # A leased run's transitions: what each sets, fenced by its lease. PostgreSQL makes each
-# one statement with the state it found and its event (pg_sql.with_event); here they are
+# one statement with the state it found and its event (pg_sql._with_event); here they are
 # three (GET_RUN_STATE, the update, INSERT_EVENT), each on the process's own file.
 _SUSPEND_SET = """status = 'waiting', lease_token = NULL,
         due_at = CASE WHEN cancel_requested_at IS NULL THEN :due_at ELSE :now END,

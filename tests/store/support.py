@@ -138,6 +138,28 @@ async def leased(worker: Worker, **fields: Any) -> base.Claim:
     return claim
 
 
+async def one_batch(store: Any, *calls: Callable[[], Awaitable[Any]]) -> list[Any]:
+    """The calls' outcomes (exceptions included), their writes committed in one batch: the
+    store's thread is held until every call has handed its write over. Each call makes one
+    write (the batch holds what was handed over, in that order)."""
+    import threading
+
+    held, go = threading.Event(), threading.Event()
+    blocker = store._submit(lambda tx: held.set() or go.wait(DEADLINE), False)
+    try:
+        assert await asyncio.to_thread(held.wait, DEADLINE), "the store's thread is busy"
+        pending = [asyncio.ensure_future(call()) for call in calls]
+        deadline = time.monotonic() + DEADLINE
+        while store._handed < len(calls) + 1:  # the blocker, then each call's write
+            assert time.monotonic() < deadline, "the calls did not all reach the store"
+            await asyncio.sleep(0.001)
+    finally:
+        go.set()
+    outcomes = await asyncio.wait_for(asyncio.gather(*pending, return_exceptions=True), DEADLINE)
+    await asyncio.wrap_future(blocker)
+    return list(outcomes)
+
+
 async def in_status(worker: Worker, status: runs.RunStatus, **fields: Any) -> str:
     """A new run brought to `status` through the protocol (by `worker` where it must run).
     The worker must have nothing else to claim."""

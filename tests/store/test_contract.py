@@ -32,6 +32,7 @@ from tests.store.support import (
     keys,
     leased,
     new_run,
+    one_batch,
 )
 
 # --- lifecycle ------------------------------------------------------------------------------
@@ -213,6 +214,20 @@ async def test_a_finished_run_frees_its_key_unless_it_completed(
         assert await store.create_run(again) == (again.id, False)
     else:
         assert await store.create_run(again) == (first_id, True)
+
+
+async def test_a_retry_committed_with_the_failure_holds_the_runs_key(
+    store: base.Store, worker: Worker
+) -> None:
+    claim = await leased(worker, idempotency_key="k")
+    error = runs.RunError(type="ValueError", message="boom")
+    failed, retried = await one_batch(
+        store,
+        lambda: store.finish(claim.lease, RunStatus.FAILED, None, error, [], None),
+        lambda: store.retry_run(claim.lease.run_id, 3600),
+    )
+    assert failed is True and retried.status is RunStatus.QUEUED
+    assert await store.create_run(new_run(idempotency_key="k")) == (claim.lease.run_id, True)
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ from tests.store.support import (
     keys,
     leased,
     new_run,
+    one_batch,
 )
 
 # --- checkpoint -----------------------------------------------------------------------------
@@ -250,6 +251,39 @@ async def test_finish_ends_the_run_with_its_output_or_error_and_keeps_its_journa
     assert keys(await store.journal(run.id)) == [("0", 1, ""), ("0", 2, "")]
     assert await worker.claim() == []
     assert not await store.checkpoint(claim.lease, [entry("0", 3)])
+
+
+async def test_a_lease_ends_once_when_two_of_its_transitions_are_committed_together(
+    store: base.Store, worker: Worker
+) -> None:
+    claim = await leased(worker)
+    outcomes = await one_batch(
+        store,
+        lambda: store.finish(claim.lease, RunStatus.COMPLETED, "1", None, [], None),
+        lambda: store.release(claim.lease, 0.0, None),
+    )
+    assert outcomes == [True, False]
+    run = await store.get_run(claim.lease.run_id)
+    assert run is not None and (run.status, run.output) == (RunStatus.COMPLETED, 1)
+    events = await store.events(claim.lease.run_id)
+    assert [e.to_status for e in events] == ["queued", "running", "completed"]
+
+
+async def test_entries_a_retry_drops_are_gone_for_a_claim_committed_with_it(
+    store: base.Store, worker: Worker
+) -> None:
+    claim = await leased(worker)
+    kept, dropped = entry("0", 1), entry("0", 2, status=EntryStatus.FAILED, result=None)
+    assert await store.checkpoint(claim.lease, [kept, dropped])
+    error = runs.RunError(type="ValueError", message="boom")
+    retried, claims = await one_batch(
+        store,
+        lambda: store.retry_later(claim.lease, error, 0, [dropped.key], None),
+        worker.claim,
+    )
+    assert retried is True
+    assert [(c.lease.run_id, c.attempt) for c in claims] == [(claim.lease.run_id, 2)]
+    assert keys(claims[0].journal) == [("0", 1, "")]
 
 
 async def test_every_transition_is_recorded_in_order(store: base.Store, worker: Worker) -> None:

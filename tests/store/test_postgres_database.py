@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -152,8 +153,6 @@ async def test_finishes_committed_together_read_their_runs_in_one_round_trip(tmp
     """A transition locks its run, updates it and records its event in one statement; a
     batch of them sends every one before reading any answer: two round trips for the
     batch (the statements, then COMMIT), not one more per run."""
-    import threading
-
     from perdure.runs import RunStatus
     from tests.store import support
 
@@ -162,22 +161,17 @@ async def test_finishes_committed_together_read_their_runs_in_one_round_trip(tmp
             await store.create_run(support.new_run())
         leases = [claim.lease for claim in await worker.claim(limit=3)]
         assert len(leases) == 3
-        # The store's thread is held while the three finishes queue up: one batch.
-        held, go = threading.Event(), threading.Event()
-        blocker = store._submit(lambda tx: held.set() or go.wait(10), False)
-        assert await asyncio.to_thread(held.wait, 10)
         with _round_trips(store, tmp_path) as trips:
-            finishes = [
-                asyncio.ensure_future(
-                    store.finish(lease, RunStatus.COMPLETED, str(i), None, [], None)
-                )
-                for i, lease in enumerate(leases)
-            ]
-            while store._handed < 4:  # the blocker and the three finishes
-                await asyncio.sleep(0.001)
-            go.set()
-            assert await asyncio.wait_for(asyncio.gather(*finishes), 10) == [True] * 3
-        await asyncio.wrap_future(blocker)
+            outcomes = await support.one_batch(
+                store,
+                *[
+                    functools.partial(
+                        store.finish, lease, RunStatus.COMPLETED, str(i), None, [], None
+                    )
+                    for i, lease in enumerate(leases)
+                ],
+            )
+        assert outcomes == [True] * 3
         assert len(trips) == 2, trips
         assert trips[0].count("Execute") == 4, trips  # BEGIN and the three transitions
         for i, lease in enumerate(leases):

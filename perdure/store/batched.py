@@ -11,7 +11,7 @@ import secrets
 from typing import Any
 
 from perdure import runs
-from perdure.store import admin, base, claims, connection, ops, waits
+from perdure.store import admin, base, claims, connection, ops, transitions, waits
 from perdure.store import children as child_ops
 
 Op = connection.Op
@@ -168,7 +168,7 @@ class BatchedStore(connection.ConnectionThread):
     ) -> bool:
         return bool(
             await self._write_op(
-                lambda tx: ops.suspend(tx, lease, due_at, executed_seconds, progress, waits)
+                lambda tx: transitions.suspend(tx, lease, due_at, executed_seconds, progress, waits)
             )
         )
 
@@ -239,7 +239,7 @@ class BatchedStore(connection.ConnectionThread):
     ) -> bool:
         done = bool(
             await self._write_and_notify(
-                lambda tx: ops.release(tx, lease, executed_seconds, progress)
+                lambda tx: transitions.release(tx, lease, executed_seconds, progress)
             )
         )
         return done
@@ -254,7 +254,7 @@ class BatchedStore(connection.ConnectionThread):
     ) -> bool:
         return bool(
             await self._write_op(
-                lambda tx: ops.retry_later(tx, lease, error, delay, drop, progress)
+                lambda tx: transitions.retry_later(tx, lease, error, delay, drop, progress)
             )
         )
 
@@ -269,7 +269,7 @@ class BatchedStore(connection.ConnectionThread):
     ) -> bool:
         done = bool(
             await self._write_and_notify(
-                lambda tx: ops.finish(tx, lease, status, output, error, drop, progress)
+                lambda tx: transitions.finish(tx, lease, status, output, error, drop, progress)
             )
         )
         return done

@@ -18,11 +18,11 @@ from perdure.store.ops import (
     completed,
     ended,
     event_params,
-    finish,
     journals,
     record_event,
     send_with_event,
 )
+from perdure.store.transitions import finish
 
 
 def claim(

@@ -335,7 +335,7 @@ def entry_params(run_id: str, e: runs.Entry) -> dict[str, Any]:
     }
 
 
-def _progress(tx: Tx, run_id: str, progress: base.Progress | None) -> None:
+def write_progress(tx: Tx, run_id: str, progress: base.Progress | None) -> None:
     if progress is None:
         return
     for line in progress.logs:
@@ -385,89 +385,8 @@ def checkpoint(
             return False  # the lease is gone: nothing was written
         for entry in rest:
             tx.send(tx.q.UPSERT_ENTRY, entry_params(lease.run_id, entry))
-    _progress(tx, lease.run_id, progress)
+    write_progress(tx, lease.run_id, progress)
     return True
-
-
-def _transition(
-    tx: Tx,
-    lease: base.Lease,
-    queries: tuple[str, str | None],
-    params: dict[str, Any],
-    to_status: str,
-    detail: str | None,
-    then: Callable[[Row], Any],
-    drop: list[runs.Key] | None = None,
-    free_key: bool = False,
-) -> Any:
-    """The leased run's transition, its event, and with them the journal entries to `drop`
-    and (`free_key`) its idempotency key; the outcome is `then(state before)`, or False
-    with nothing done when the lease is no longer held. Where the dialect has the
-    transition as one statement (`X_WITH_EVENT`, PostgreSQL) that statement makes them
-    all, in the batch's order, and only `then` waits for its answer (`Then`): it writes
-    nothing a later operation of the batch could read (progress, a parent's settlement,
-    a canceled run's tokens and children). Elsewhere the state is read first and all of
-    it is made at once."""
-    update, with_event = queries
-    fenced = {"run_id": lease.run_id, "token": lease.token, **params}
-    if with_event is not None:
-        keys = json.dumps([[k.branch, k.seq, k.sub] for k in drop]) if drop else None
-        moved = tx.rows_later(
-            with_event,
-            {
-                **fenced,
-                "to_status": to_status,
-                "detail": detail,
-                "drop": keys,
-                "free_key": free_key,
-            },
-        )
-
-        def made() -> Any:
-            found = moved()
-            return then(found[0]) if found else False
-
-        return Then(made)
-    state = one(tx, tx.q.GET_RUN_STATE, {"id": lease.run_id})
-    if state is None or state["lease_token"] != lease.token:
-        return False
-    tx.send(update, fenced)
-    event = event_params(
-        lease.run_id, state["status"], to_status, state["attempts"], state["lease_worker"], detail
-    )
-    record_event(tx, event)
-    _drop(tx, lease.run_id, drop or [])
-    if free_key and state["idempotency_key"] is not None:
-        held = {"task_id": state["task_id"], "key": state["idempotency_key"]}
-        tx.send(tx.q.FREE_HELD_KEY, {**held, "run_id": lease.run_id})
-    return then(state)
-
-
-def _with_progress(tx: Tx, lease: base.Lease, progress: base.Progress | None) -> Any:
-    """What a transition's `then` is when it writes its run's progress alone."""
-
-    def then(_: Row) -> bool:
-        _progress(tx, lease.run_id, progress)
-        return True
-
-    return then
-
-
-def suspend(
-    tx: Tx,
-    lease: base.Lease,
-    due_at: float,
-    executed: float,
-    progress: base.Progress | None,
-    waits: list[runs.Key] | None = None,
-) -> Any:
-    if waits and settled_waits(tx, [(lease.run_id, k) for k in waits]):
-        due_at = tx.now  # what it waits on was settled meanwhile: wake at once
-    params = {"due_at": due_at, "executed_seconds": executed}
-    then = _with_progress(tx, lease, progress)
-    return _transition(
-        tx, lease, (tx.q.SUSPEND, tx.q.SUSPEND_WITH_EVENT), params, "waiting", None, then
-    )
 
 
 def settled_waits(tx: Tx, waits: list[tuple[str, runs.Key]]) -> list[tuple[str, runs.Key]]:
@@ -479,71 +398,12 @@ def settled_waits(tx: Tx, waits: list[tuple[str, runs.Key]]) -> list[tuple[str, 
     ]
 
 
-def release(tx: Tx, lease: base.Lease, executed: float, progress: base.Progress | None) -> Any:
-    params = {"executed_seconds": executed}
-    then = _with_progress(tx, lease, progress)
-    detail = "released at worker shutdown"
-    return _transition(
-        tx, lease, (tx.q.RELEASE, tx.q.RELEASE_WITH_EVENT), params, "queued", detail, then
-    )
-
-
-def _drop(tx: Tx, run_id: str, keys: list[runs.Key]) -> None:
+def drop_entries(tx: Tx, run_id: str, keys: list[runs.Key]) -> None:
     for key in keys:
         tx.send(
             tx.q.DELETE_ENTRY,
             {"run_id": run_id, "branch": key.branch, "seq": key.seq, "sub": key.sub},
         )
-
-
-def retry_later(
-    tx: Tx,
-    lease: base.Lease,
-    error: runs.RunError,
-    delay: float,
-    drop: list[runs.Key],
-    progress: base.Progress | None,
-) -> Any:
-    params = {"delay": delay, "error": json.dumps(error.to_json())}
-    detail = f"{error.type}: {error.message}"
-    queries = (tx.q.RETRY_LATER, tx.q.RETRY_LATER_WITH_EVENT)
-    then = _with_progress(tx, lease, progress)
-    return _transition(tx, lease, queries, params, "retrying", detail, then, drop=drop)
-
-
-def finish(
-    tx: Tx,
-    lease: base.Lease,
-    status: runs.RunStatus,
-    output: str | None,
-    error: runs.RunError | None,
-    drop: list[runs.Key],
-    progress: base.Progress | None,
-) -> Any:
-    params = {
-        "status": status.value,
-        "output": output,
-        "error": None if error is None else json.dumps(error.to_json()),
-        "escaped": json.dumps([[k.branch, k.seq, k.sub] for k in drop]) if drop else None,
-    }
-    detail = None if error is None else f"{error.type}: {error.message}"
-
-    def then(state: Row) -> bool | Quiet:
-        if status is runs.RunStatus.CANCELED:
-            tx.send(tx.q.CANCEL_RUN_TOKENS, {"run_id": lease.run_id})
-            _cancel_children(tx, lease.run_id)
-        _progress(tx, lease.run_id, progress)
-        ended(tx, lease.run_id, parent=state)
-        # Its worker looks for more work of its own accord; the others need waking only if
-        # a queue's slot was freed, a parent may go on, or children were canceled.
-        canceled = status is runs.RunStatus.CANCELED
-        if state["limited"] or state["parent_id"] is not None or canceled:
-            return True
-        return Quiet(True)
-
-    queries = (tx.q.FINISH, tx.q.FINISH_WITH_EVENT)
-    free_key = status in runs.KEY_FREEING
-    return _transition(tx, lease, queries, params, status.value, detail, then, free_key=free_key)
 
 
 def ended(tx: Tx, run_id: str, parent: Row | None = None) -> None:
@@ -553,7 +413,7 @@ def ended(tx: Tx, run_id: str, parent: Row | None = None) -> None:
     children.child_ended(tx, run_id, parent)
 
 
-def _cancel_children(tx: Tx, run_id: str) -> None:
+def cancel_children(tx: Tx, run_id: str) -> None:
     """A canceled parent cancels its unfinished children (and so theirs)."""
     from perdure.store import children
 
@@ -583,7 +443,7 @@ def cancel_run(tx: Tx, run_id: str) -> runs.Run:
             tx, event_params(run_id, run.status.value, "canceled", run.attempts, None, "canceled")
         )
         ended(tx, run_id)
-    _cancel_children(tx, run_id)
+    cancel_children(tx, run_id)
     return require_run(tx, run_id)
 
 
@@ -597,7 +457,7 @@ def retry_run(tx: Tx, run_id: str, key_ttl: float) -> runs.Run:
     escaped = one(tx, tx.q.GET_ESCAPED, {"id": run_id})
     if escaped is not None and escaped["escaped"]:
         keys = [runs.Key(branch=b, seq=s, sub=u) for b, s, u in json.loads(escaped["escaped"])]
-        _drop(tx, run_id, keys)
+        drop_entries(tx, run_id, keys)
     tx.run(tx.q.REQUEUE, {"id": run_id})
     if run.idempotency_key is not None:
         held = one(tx, tx.q.FIND_KEY, {"task_id": run.task_id, "key": run.idempotency_key})

@@ -199,12 +199,19 @@ async def test_release_gives_the_run_back_at_once_for_the_same_attempt(
     assert not await store.checkpoint(claim.lease, [entry()])
 
 
-async def test_retry_later_ends_the_attempt_and_drops_the_given_entries(
-    store: base.Store, worker: Worker
-) -> None:
+async def _with_a_failed_step(store: base.Store, worker: Worker) -> tuple[base.Claim, runs.Entry]:
+    """A leased run whose journal holds a completed step (0, 1) and a failed one (0, 2),
+    the entry a retry drops."""
     claim = await leased(worker)
     kept, dropped = entry("0", 1), entry("0", 2, status=EntryStatus.FAILED, result=None)
     assert await store.checkpoint(claim.lease, [kept, dropped])
+    return claim, dropped
+
+
+async def test_retry_later_ends_the_attempt_and_drops_the_given_entries(
+    store: base.Store, worker: Worker
+) -> None:
+    claim, dropped = await _with_a_failed_step(store, worker)
     error = runs.RunError(type="ValueError", message="boom", traceback="tb")
     assert await store.retry_later(claim.lease, error, 0.05, [dropped.key], None)
     run = await store.get_run(claim.lease.run_id)
@@ -272,9 +279,7 @@ async def test_a_lease_ends_once_when_two_of_its_transitions_are_committed_toget
 async def test_entries_a_retry_drops_are_gone_for_a_claim_committed_with_it(
     store: base.Store, worker: Worker
 ) -> None:
-    claim = await leased(worker)
-    kept, dropped = entry("0", 1), entry("0", 2, status=EntryStatus.FAILED, result=None)
-    assert await store.checkpoint(claim.lease, [kept, dropped])
+    claim, dropped = await _with_a_failed_step(store, worker)
     error = runs.RunError(type="ValueError", message="boom")
     retried, claims = await one_batch(
         store,

@@ -191,7 +191,11 @@ def descendants(pid: int) -> list[int]:
 async def idle_gap(params: Mapping[str, Any]) -> None:
     """W3's pause before each trigger: random (uniform in [0, gap)), so that a trigger
     lands at any phase of a system's polling cycle instead of locking to one."""
-    await asyncio.sleep(random.uniform(0, float(params.get("gap", 0.05))))
+    await asyncio.sleep(gap_seconds(params))
+
+
+def gap_seconds(params: Mapping[str, Any]) -> float:
+    return random.uniform(0, float(params.get("gap", 0.05)))
 
 
 # --- statistics ----------------------------------------------------------------------

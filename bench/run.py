@@ -38,7 +38,7 @@ BACKENDS = ["sqlite", "postgres"]
 
 # which workloads each system runs, and on which backends (None: the peer's own server)
 PLAN: dict[str, list[tuple[str, list[str | None]]]] = {
-    "floor": [("W0", ["sqlite", "postgres"])],
+    "floor": [("W0", ["sqlite", "postgres"]), ("W3", ["sqlite", "postgres"])],
     "perdure": [
         ("W1", ["sqlite", "postgres"]),
         ("W2", ["sqlite", "postgres"]),
@@ -293,7 +293,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--reps", type=int, default=None, help="repetitions (default 3; --quick: 1)")
     parser.add_argument("--only", default=",".join(WORKLOADS), help="workloads, e.g. W1,W3")
     parser.add_argument("--systems", default="perdure,dbos,restate,temporal",
-                        help="systems, e.g. perdure,dbos (the W0 floor is always measured with W0 or W1)")
+                        help="systems, e.g. perdure,dbos (the floors are always measured: W0 with W0 "
+                             "or W1, W3's bare path with W3)")
     parser.add_argument("--backends", default="sqlite,postgres")
     parser.add_argument("--json", type=Path, default=None, help="raw results (default bench/results/run-TIME.json)")
     parser.add_argument("--timeout", type=float, default=None, help="seconds one measurement may take")
@@ -308,7 +309,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                                  ("backend", args.backends, BACKENDS)):
         if unknown := set(given) - set(allowed):
             parser.error(f"unknown {name} {sorted(unknown)}; choose from {allowed}")
-    if "floor" not in args.systems and {"W0", "W1"} & set(args.workloads):
+    if "floor" not in args.systems and {"W0", "W1", "W3"} & set(args.workloads):
         args.systems.insert(0, "floor")
     args.reps = args.reps or (1 if args.quick else 3)
     args.timeout = args.timeout or (240 if args.quick else 3600)

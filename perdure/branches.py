@@ -101,8 +101,9 @@ class Bridge:
         self._calls: queue.SimpleQueue[tuple[Callable[[], Any], asyncio.Future[Any]] | None]
         self._calls = queue.SimpleQueue()
 
-    def run(self, coro: Coroutine[Any, Any, Any]) -> Any:
-        """On the body thread: run `coro` on the loop, serving step calls meanwhile."""
+    def run(self, branch: Branch, coro: Coroutine[Any, Any, Any]) -> Any:
+        """On the body thread: run `coro` (a durable call of the body's `branch`) on the
+        loop, serving step calls meanwhile."""
         outcome: concurrent.futures.Future[Any] = concurrent.futures.Future()
 
         def finished(task: asyncio.Task[Any]) -> None:
@@ -134,7 +135,7 @@ class Bridge:
         except asyncio.CancelledError:
             if self.execution.frozen is not None:
                 raise self.execution.frozen from None
-            self.execution.root.cancel_delivered = True  # its cleanup may go on
+            branch.cancel_delivered = True  # its cleanup may go on
             raise
 
     def submit(self, fn: Callable[[], Any]) -> asyncio.Future[Any]:

@@ -132,6 +132,21 @@ class Execution:
                 timer.cancel()
             self.body_done = True
 
+    def unlink(self) -> None:
+        """The run's execution here is over: drop its links to its branches, and theirs to
+        their finished tasks (whose contexts name the branches). They made every run a
+        reference cycle, freed only by the cyclic collector: a worker's full collections
+        walked the state of each run that ended since the last one (on PostgreSQL's W2,
+        half their time). Unlinked, a run's objects are freed as soon as the worker lets
+        go of it. A branch whose code ignored its cancellation and runs on still reaches
+        the execution, whose fence refuses whatever it tries."""
+        for branch in self.branches:
+            if branch.task is not None and branch.task.done():
+                branch.task = None
+        self.branches = []
+        self.op_tasks = set()
+        del self.root  # read only to start the body
+
     def _start_body(self) -> asyncio.Future[Any]:
         payload = self.task.payload_codec.load(self.claim.payload)
         ctx = contextvars.Context()

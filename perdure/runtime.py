@@ -73,7 +73,7 @@ def durable(call: str, operation: Callable[[Branch], Coroutine[Any, Any, Any]]) 
     found = current.get()
     if found is not None and not isinstance(found, StepScope) and found.bridge is not None:
         found.check_caller(call)
-        return found.bridge.run(operation(found))
+        return found.bridge.run(found, operation(found))
     branch_for(call)  # fail at once outside a run or from a foreign thread
     return _when_awaited(call, operation)
 

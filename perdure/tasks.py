@@ -39,7 +39,7 @@ class StepSpec:
             return self.fn(*args, **kwargs)
         found.check_caller(self.call_name)  # at once: from a foreign thread or callback
         if found.bridge is not None:
-            return found.bridge.run(found.execution.step(found, self, args, kwargs))
+            return found.bridge.run(found, found.execution.step(found, self, args, kwargs))
         return steps.awaited(self, args, kwargs)  # which checks the task that awaits it
 
     @functools.cached_property

@@ -170,6 +170,7 @@ class Worker:
             if self.active.get(execution.run_id) is execution:
                 del self.active[execution.run_id]
                 del self._executing[execution.run_id]
+            execution.unlink()
             self.kick()
 
     async def hand_back(self, execution: Execution) -> None:

@@ -20,17 +20,12 @@ from perdure.tasks import Out, Task
 from perdure.trace import Trace, settled_sleeps
 
 T = TypeVar("T")
-_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lowercase
 
 
 def new_id(prefix: str) -> str:
     """A time-ordered id: 48 bits of milliseconds, 80 random bits."""
     value = (int(time.time() * 1000) << 80) | secrets.randbits(80)
-    chars = []
-    for _ in range(26):
-        value, digit = divmod(value, 32)
-        chars.append(_ALPHABET[digit])
-    return f"{prefix}_{''.join(reversed(chars))}"
+    return f"{prefix}_{runs.base32_digits(value)}"
 
 
 class Portal:

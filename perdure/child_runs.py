@@ -22,8 +22,6 @@ if TYPE_CHECKING:
     from perdure.execution import Execution
     from perdure.tasks import Task
 
-_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
-
 
 @dataclass(frozen=True, kw_only=True)
 class Options:
@@ -40,11 +38,7 @@ def child_id(parent: str, key: runs.Key, index: int) -> str:
     value = int.from_bytes(
         hashlib.sha256(f"{parent}:{key.branch}:{key.seq}:{index}".encode()).digest()[:17]
     )
-    chars = []
-    for _ in range(26):
-        value, digit = divmod(value, 32)
-        chars.append(_ALPHABET[digit])
-    return "run_" + "".join(chars)
+    return "run_" + runs.base32_digits(value)[::-1]  # least significant first, as always
 
 
 async def start(

@@ -12,6 +12,19 @@ from typing import Any, Generic, NamedTuple, TypeVar, overload
 T = TypeVar("T")
 
 
+_BASE32 = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford's base 32, lowercase
+
+
+def base32_digits(value: int) -> str:
+    """The 26 base-32 digits of `value`'s low 130 bits, the most significant first: the
+    body of every id."""
+    chars = []
+    for _ in range(26):
+        value, digit = divmod(value, 32)
+        chars.append(_BASE32[digit])
+    return "".join(reversed(chars))
+
+
 class RunStatus(enum.StrEnum):
     """Where a run is in its lifecycle (DESIGN.md §4)."""
 

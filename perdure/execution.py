@@ -133,13 +133,10 @@ class Execution:
             self.body_done = True
 
     def unlink(self) -> None:
-        """The run's execution here is over: drop its links to its branches, and theirs to
-        their finished tasks (whose contexts name the branches). They made every run a
-        reference cycle, freed only by the cyclic collector: a worker's full collections
-        walked the state of each run that ended since the last one (on PostgreSQL's W2,
-        half their time). Unlinked, a run's objects are freed as soon as the worker lets
-        go of it. A branch whose code ignored its cancellation and runs on still reaches
-        the execution, whose fence refuses whatever it tries."""
+        """The run ended here: drop the links to its branches and theirs to their finished
+        tasks, which made each run a reference cycle left to the cyclic collector. Then
+        reference counting frees the run as the worker lets go of it; a branch that ignored
+        its cancellation still reaches the execution, whose fence refuses what it tries."""
         for branch in self.branches:
             if branch.task is not None and branch.task.done():
                 branch.task = None

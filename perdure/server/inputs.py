@@ -35,7 +35,7 @@ NO_BODY: Any = _NoBody()  # what read_json returns for an empty body (JSON null 
 
 
 async def read_json(request: Request, limit: int) -> Any:
-    """The request's JSON body (NO_BODY when it is empty); 413 past `limit` bytes, 400
+    """The request's JSON body (NO_BODY when it has no bytes); 413 past `limit` bytes, 400
     when it is not JSON. NaN and Infinity are not JSON and are refused too."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
@@ -47,7 +47,7 @@ async def read_json(request: Request, limit: int) -> Any:
             raise _too_large(size, limit)
         chunks.append(chunk)
     raw = b"".join(chunks)
-    if not raw.strip():
+    if not raw:  # blanks are not JSON: they are refused below
         return NO_BODY
     try:
         return json.loads(raw, parse_constant=_no_constant, parse_float=_finite)

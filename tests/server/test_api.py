@@ -366,6 +366,8 @@ async def test_tasks_are_listed_with_a_payload_schema_and_an_example_from_their_
     [
         ("/api/v1/tasks/order/trigger", b"{not json", 400, "MalformedJSON", ["not valid JSON"]),
         ("/api/v1/tasks/order/trigger", b'{"payload": NaN}', 400, "MalformedJSON", ["NaN"]),
+        # Blanks are not JSON: only a body with no bytes at all is no body.
+        ("/api/v1/tasks/order/trigger", b" \n", 400, "MalformedJSON", ["not valid JSON"]),
         ("/api/v1/tasks/nope/trigger", b"{}", 404, "TaskNotFound", ["nope", "order"]),
         ("/api/v1/runs/run_nope/cancel", b"", 404, "RunNotFound", ["run_nope"]),
         (

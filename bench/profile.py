@@ -6,9 +6,10 @@
         store thread picks the write up, BEGIN, the statements, COMMIT, the hand-back to
         the event loop, and the loop's own work until the next checkpoint. Medians in µs.
 
-    python -m bench.profile spy W1|W2|W3|W6 [--backend ...] [--n N] [--idle]
+    python -m bench.profile spy W1|W2|W3|W6 [--backend ...] [--n N] [--idle | --gil]
         the workload against a real `perdure worker` process sampled by py-spy (all
-        threads); prints the hottest functions (self and inclusive) per thread, and keeps
+        threads; with --gil only the thread holding the GIL, which is where a worker's
+        CPU goes); prints the hottest functions (self and inclusive) per thread, and keeps
         the raw stacks (bench/results/profile-*.txt; `py-spy` also writes flame graphs).
 
 Measurements, never tests; they reach into the store's internals (the batching thread's
@@ -164,7 +165,7 @@ async def anatomy(url: str, steps: int, runs: int = 0) -> dict[str, Any]:
 # --- py-spy --------------------------------------------------------------------------
 
 
-async def spy(workload: str, url: str, n: int, idle: bool, out: Path) -> Path:
+async def spy(workload: str, url: str, n: int, idle: bool, out: Path, gil: bool = False) -> Path:
     import perdure
     from bench.apps import perdure_app as tasks
 
@@ -175,7 +176,7 @@ async def spy(workload: str, url: str, n: int, idle: bool, out: Path) -> Path:
     try:
         await (await client.trigger(tasks.latency, {})).result(timeout=60)
         command = ["py-spy", "record", "--pid", str(worker.pid), "--rate", "1000", "--format", "raw",
-                   "--threads", "--nonblocking", "-o", str(out)] + (["--idle"] if idle else [])
+                   "--threads", "--nonblocking", "-o", str(out)] + (["--idle"] if idle else []) + (["--gil"] if gil else [])
         sampler = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         await asyncio.sleep(1.0)
         started = time.perf_counter()
@@ -246,6 +247,7 @@ def main() -> None:
     s.add_argument("--backend", default="sqlite", choices=["sqlite", "postgres"])
     s.add_argument("--n", type=int, default=None, help="steps (W1, W6) or runs (W2, W3)")
     s.add_argument("--idle", action="store_true", help="sample waiting threads too")
+    s.add_argument("--gil", action="store_true", help="sample only the thread holding the GIL")
     args = parser.parse_args()
     with common.workdir("profile") as directory:
         db = f"bench_profile_{os.getpid()}"
@@ -259,7 +261,7 @@ def main() -> None:
                 n = args.n or {"W1": 3000, "W2": 2000, "W3": 200, "W6": 10_000}[args.workload]
                 out = common.BENCH / "results" / f"profile-{args.workload}-{args.backend}-{int(time.time())}.txt"
                 out.parent.mkdir(parents=True, exist_ok=True)
-                asyncio.run(spy(args.workload, url, n, args.idle, out))
+                asyncio.run(spy(args.workload, url, n, args.idle, out, args.gil))
                 print(summarize(out))
                 print(f"\nraw stacks: {out}")
         finally:

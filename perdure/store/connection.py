@@ -264,6 +264,7 @@ class ConnectionThread:
                     outcomes.append((False, self._translate(error)))
             if not isolate:  # the rest of each operation, now the batch was sent
                 outcomes = [(ok, ops.completed(value)) for ok, value in outcomes]
+            tx.flush()
             wake = _wake(jobs, outcomes)
             self._before_commit(conn, wake)
             committing = True

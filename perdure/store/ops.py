@@ -59,6 +59,18 @@ class Tx(Protocol):
         statement that is awaited (or COMMIT). Should it fail, that one fails."""
         ...
 
+    def fenced_entry(self, params: Mapping[str, Any]) -> Callable[[], bool]:
+        """UPSERT_ENTRY_FENCED (`entry_params` and the lease's `token`): a function saying,
+        once the transaction committed, whether the entry was written (the run's lease was
+        held). PostgreSQL sends those of a batch that come one after another as one
+        statement, before the next other statement."""
+        ...
+
+    def flush(self) -> None:
+        """Send what was held back to go with later statements (the store calls it before
+        COMMIT)."""
+        ...
+
 
 class Later:
     """An operation's outcome known only once its transaction committed (it counts rows
@@ -367,14 +379,11 @@ def checkpoint(
     if entries and (progress is None or (not progress.logs and progress.metadata is None)):
         token = lease.token
         written = [
-            tx.count_later(
-                tx.q.UPSERT_ENTRY_FENCED, {**entry_params(lease.run_id, e), "token": token}
-            )
-            for e in entries
+            tx.fenced_entry({**entry_params(lease.run_id, e), "token": token}) for e in entries
         ]
         # The first fenced write locks the run's row (FOR SHARE) when the lease is held,
         # so the lease cannot change before COMMIT: every entry is written, or none.
-        return Later(lambda: written[0]() > 0)
+        return Later(written[0])
     if not entries:
         if not lease_held(tx, lease):
             return False

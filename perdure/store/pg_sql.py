@@ -185,6 +185,26 @@ OVERRIDES: dict[str, str] = {
             CAST(:finished_at AS float8), CAST(:attempt AS integer)
         FROM held
         {sql._ENTRY_UPDATE}""",
+    # UPSERT_ENTRY_FENCED for many entries, of any runs, in one statement (`:entries`, a
+    # JSON array of their parameters): each is written only while its run's lease is held,
+    # and the keys written are returned.
+    "UPSERT_ENTRIES_FENCED": f"""WITH given AS (
+            SELECT * FROM jsonb_to_recordset(CAST(:entries AS jsonb)) AS e(
+                run_id text, token text, branch text, seq integer, sub text, kind text,
+                name text, status text, result text, error text, attempts integer,
+                wake_at float8, started_at float8, finished_at float8, attempt integer)),
+        held AS (
+            SELECT r.id, r.lease_token FROM (SELECT DISTINCT run_id, token FROM given) AS l
+            CROSS JOIN LATERAL (SELECT id, lease_token FROM runs
+                                WHERE id = l.run_id AND lease_token = l.token
+                                FOR SHARE) AS r)
+        INSERT INTO journal (run_id, branch, seq, sub, kind, name, status, result, error,
+            attempts, wake_at, started_at, finished_at, attempt)
+        SELECT g.run_id, g.branch, g.seq, g.sub, g.kind, g.name, g.status, g.result, g.error,
+            g.attempts, g.wake_at, g.started_at, g.finished_at, g.attempt
+        FROM given g JOIN held ON held.id = g.run_id AND held.lease_token = g.token
+        {sql._ENTRY_UPDATE}
+        RETURNING run_id, branch, seq, sub""",
     "GET_RUN_STATE": f"""{sql.GET_RUN_STATE} FOR UPDATE OF runs""",
     "GET_TOKEN_FOR_UPDATE": f"SELECT {sql.TOKEN_COLUMNS} FROM tokens WHERE id = :id FOR UPDATE",
     "LOCK_SLOT": """SELECT pg_try_advisory_xact_lock(7157242,

@@ -72,6 +72,13 @@ class _Tx:
         count = self.run(query, params)
         return lambda: count
 
+    def fenced_entry(self, params: Mapping[str, Any]) -> Callable[[], bool]:
+        written = self.run(self.q.UPSERT_ENTRY_FENCED, params) > 0
+        return lambda: written
+
+    def flush(self) -> None:
+        pass  # every statement was run as it came
+
     def values(self, query: str, params: Mapping[str, Any]) -> Sequence[tuple[Any, ...]]:
         cursor = self.conn.cursor()
         cursor.row_factory = None

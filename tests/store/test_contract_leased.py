@@ -140,6 +140,36 @@ async def test_checkpoint_writes_nothing_without_the_current_lease(
     assert run is not None and run.metadata == {}
 
 
+async def test_checkpoints_committed_together_are_each_fenced_by_their_own_lease(
+    store: base.Store, worker: Worker
+) -> None:
+    """Checkpoints of several runs in one batch (sent as one statement on PostgreSQL):
+    each is written only if its own lease is held, a stale lease of a run whose newer
+    lease writes beside it included, and a key written twice keeps the later entry."""
+    first, second = await leased(worker), await leased(worker)
+    assert await store.release(second.lease, 0.0, None)
+    again = await worker.claim_one()
+    assert again.lease.run_id == second.lease.run_id  # `second.lease` is stale now
+    pending = entry("0", 2, result=None, status=EntryStatus.PENDING)
+    outcomes = await one_batch(
+        store,
+        lambda: store.checkpoint(first.lease, [entry("0", 1), entry("0.1", 1)]),
+        lambda: store.checkpoint(second.lease, [entry("0", 1, result='"stale"')]),
+        lambda: store.checkpoint(again.lease, [entry("0", 1, result='"fresh"')]),
+        lambda: store.checkpoint(first.lease, [pending]),
+        lambda: store.checkpoint(first.lease, [entry("0", 2, result='"done"')]),
+    )
+    assert outcomes == [True, False, True, True, True]
+    journal = await store.journal(first.lease.run_id)
+    assert [(e.key.branch, e.key.seq, e.status, e.result) for e in journal] == [
+        ("0", 1, EntryStatus.COMPLETED, '"ok"'),
+        ("0.1", 1, EntryStatus.COMPLETED, '"ok"'),
+        ("0", 2, EntryStatus.COMPLETED, '"done"'),
+    ]
+    [only] = await store.journal(again.lease.run_id)
+    assert only.result == '"fresh"'
+
+
 # --- suspend, release, retry_later, finish ----------------------------------------------------
 
 

@@ -72,7 +72,8 @@ def claim(
     taken = [
         _take(tx, row, worker_id, version, max_recoveries, token(), now) for row in orphans + due
     ]
-    claims = [c for c in taken if c]
+    _take_leases(tx, [write for _, write in filter(None, taken)])
+    claims = [claim for claim, _ in filter(None, taken)]
     if not claims:
         return ([], contended) if left else Quiet(([], contended))
     # Every journal in one statement, read once the leases are taken: on PostgreSQL it
@@ -132,10 +133,11 @@ def _take(
     max_recoveries: int,
     token: str,
     now: float,
-) -> base.Claim | None:
+) -> tuple[base.Claim, Write] | None:
     """Take the run of `row`, as the query that found it read it: on PostgreSQL that query
     locked it too (FOR UPDATE), which returns its latest committed state, however old the
-    query's snapshot (another worker may have taken it over meanwhile)."""
+    query's snapshot (another worker may have taken it over meanwhile). The lease's write
+    is returned, for `_take_leases`."""
     run_id = row["id"]
     status = runs.RunStatus(row["status"])
     takeover = status is runs.RunStatus.RUNNING
@@ -153,9 +155,7 @@ def _take(
         _end_orphan(tx, row, recoveries, max_recoveries)
         return None
     detail = "takeover" if takeover else None
-    send_with_event(
-        tx,
-        (tx.q.TAKE_LEASE, tx.q.TAKE_LEASE_WITH_EVENT),
+    write = (
         {
             "id": run_id,
             "token": token,
@@ -167,7 +167,7 @@ def _take(
         },
         event_params(run_id, status.value, "running", attempt, worker_id, detail),
     )
-    return base.Claim(
+    claim = base.Claim(
         lease=base.Lease(run_id=run_id, token=token),
         task_id=row["task_id"],
         payload=row["payload"],
@@ -184,6 +184,21 @@ def _take(
         journal=[],  # filled by `claim`, with the other runs' journals
         db_now=now,
     )
+    return claim, write
+
+
+Write = tuple[dict[str, Any], dict[str, Any]]  # a lease's write: its parameters, its event's
+
+
+def _take_leases(tx: Tx, writes: list[Write]) -> None:
+    """The leases' writes, with their events: one statement for all where the dialect has
+    one (on PostgreSQL a statement costs the worker's one thread tens of microseconds)."""
+    if tx.q.TAKE_LEASES_WITH_EVENTS is not None and len(writes) > 1:
+        each = [{**params, **event} for params, event in writes]
+        tx.send(tx.q.TAKE_LEASES_WITH_EVENTS, {"writes": json.dumps(each)})
+        return
+    for params, event in writes:
+        send_with_event(tx, (tx.q.TAKE_LEASE, tx.q.TAKE_LEASE_WITH_EVENT), params, event)
 
 
 CLAIMABLE = frozenset(

@@ -74,9 +74,32 @@ def _and_event(write: str) -> str:
         FROM written"""
 
 
+def _each_with_event(set_clause: str, columns: str) -> str:
+    """An UPDATE of many runs' rows (`set_clause`, its parameters read from each run's
+    own) and their events in one statement. `:writes` is a JSON array of each run's
+    parameters, its `id` and its event's (`columns`: their names and types). The rows are
+    found by index whatever the table's statistics."""
+    each = re.sub(r"(?<![:\w]):(?!now\b)([A-Za-z_]\w*)", r"g.\1", set_clause)
+    return f"""WITH g AS (
+            SELECT * FROM jsonb_to_recordset(CAST(:writes AS jsonb)) AS g(id text, {columns},
+                from_status text, to_status text, attempt integer, worker_id text,
+                detail text)),
+        written AS (
+            UPDATE runs SET {each} FROM g
+            WHERE runs.id = g.id AND runs.id = ANY (ARRAY(SELECT id FROM g))
+            RETURNING runs.id, g.from_status, g.to_status, g.attempt, g.worker_id, g.detail)
+        INSERT INTO run_events (run_id, at, from_status, to_status, attempt, worker_id,
+            detail)
+        SELECT id, :now, from_status, to_status, attempt, worker_id, detail FROM written"""
+
+
 OVERRIDES: dict[str, str] = {
     "INSERT_RUN_WITH_EVENT": _and_event(sql.INSERT_RUN),
     "TAKE_LEASE_WITH_EVENT": _and_event(sql.TAKE_LEASE),
+    "TAKE_LEASES_WITH_EVENTS": _each_with_event(
+        sql._TAKE_LEASE_SET,
+        "token text, recoveries integer, version text, executed_seconds float8",
+    ),
     "SUSPEND_WITH_EVENT": _with_event(sql._SUSPEND_SET),
     "RELEASE_WITH_EVENT": _with_event(sql._RELEASE_SET),
     "RETRY_LATER_WITH_EVENT": _with_event(sql._RETRY_LATER_SET),

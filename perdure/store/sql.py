@@ -137,11 +137,12 @@ RUNNING_IN_SLOT = """SELECT COUNT(*) AS n FROM runs
     WHERE status = 'running' AND queue = :queue AND concurrency_key IS :ckey"""
 
 
-TAKE_LEASE = """UPDATE runs SET status = 'running', lease_token = :token,
+_TAKE_LEASE_SET = """status = 'running', lease_token = :token,
         lease_worker = :worker_id, attempts = :attempt, recoveries = :recoveries,
-        version = COALESCE(version, :version), started_at = COALESCE(started_at, :now),
-        executed_seconds = :executed_seconds
-    WHERE id = :id"""
+        version = COALESCE(runs.version, :version),
+        started_at = COALESCE(runs.started_at, :now), executed_seconds = :executed_seconds"""
+
+TAKE_LEASE = f"UPDATE runs SET {_TAKE_LEASE_SET} WHERE id = :id"
 
 EXPIRED_RUNS = """SELECT id FROM runs
     WHERE status IN ('queued', 'delayed') AND ttl_expires_at IS NOT NULL
@@ -215,7 +216,7 @@ FINISH = f"UPDATE runs SET {_FINISH_SET} {_FENCE}"
 # pg_sql; a transition returns the state it found too), these are those statements.
 # SQLite has none: its statements cost no round trip.
 SUSPEND_WITH_EVENT = RELEASE_WITH_EVENT = RETRY_LATER_WITH_EVENT = FINISH_WITH_EVENT = None
-INSERT_RUN_WITH_EVENT = TAKE_LEASE_WITH_EVENT = None
+INSERT_RUN_WITH_EVENT = TAKE_LEASE_WITH_EVENT = TAKE_LEASES_WITH_EVENTS = None
 
 # --- client transitions ------------------------------------------------------------------
 

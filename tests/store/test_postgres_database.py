@@ -149,6 +149,34 @@ async def test_a_trigger_is_one_round_trip_and_a_claim_two(tmp_path):
         assert len(trips) == 2, trips
 
 
+async def test_a_claim_of_many_runs_takes_their_leases_in_one_statement(tmp_path):
+    """A claim that takes several runs writes their leases and events in one statement,
+    whatever their number; each run is taken with its own lease and event."""
+    from perdure.runs import RunStatus
+    from tests.store import support
+
+    async with _store_and_worker() as (_, store, worker):
+        made = [support.new_run() for _ in range(3)]
+        for new in made:
+            await store.create_run(new)
+        with _round_trips(store, tmp_path) as trips:
+            claims = await worker.claim(limit=3)
+        assert sorted(c.lease.run_id for c in claims) == sorted(new.id for new in made)
+        assert len({c.lease.token for c in claims}) == 3
+        assert len(trips) == 2, trips
+        # BEGIN, SET LOCAL and five reads; then the leases, the journals and COMMIT.
+        assert [trip.count("Execute") for trip in trips] == [7, 3], trips
+        for claim in claims:
+            run = await store.get_run(claim.lease.run_id)
+            assert run is not None and (run.status, run.attempts) == (RunStatus.RUNNING, 1)
+            events = await store.events(claim.lease.run_id)
+            assert [(e.from_status, e.to_status, e.worker_id) for e in events] == [
+                (None, "queued", None),
+                ("queued", "running", worker.id),
+            ]
+            assert await store.checkpoint(claim.lease, [support.entry("0", 1)])
+
+
 async def test_finishes_committed_together_read_their_runs_in_one_round_trip(tmp_path):
     """A transition locks its run, updates it and records its event in one statement; a
     batch of them sends every one before reading any answer: two round trips for the

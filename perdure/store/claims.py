@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from perdure import runs
@@ -41,11 +41,7 @@ def claim(
     # What a claim needs to know is asked for all at once (on PostgreSQL, one round trip),
     # then used in order: a worker declared dead takes nothing of what was found.
     params = {"task_ids": json.dumps(task_ids), "version": version, "worker_id": worker_id}
-    claimer = tx.rows_later(tx.q.CLAIMER, {"worker_id": worker_id})
-    expired = tx.rows_later(tx.q.EXPIRED_RUNS, {})
-    orphaned = tx.rows_later(tx.q.ORPHANED_RUNS, {**params, "limit": limit})
-    queued = tx.rows_later(tx.q.QUEUED_RUNS, {**params, "limit": limit})
-    woken = tx.rows_later(tx.q.DUE_RUNS, {**params, "limit": limit})
+    claimer, expired, orphaned, queued, woken = _reads(tx, {**params, "limit": limit})
     state = claimer()[0]
     if not state["alive"]:
         return Quiet(([], False))  # declared dead or stopped: it may hold nothing more
@@ -85,6 +81,29 @@ def claim(
         return [dataclasses.replace(c, journal=held[c.lease.run_id]) for c in claims], contended
 
     return Later(made) if left else Quiet(Later(made))
+
+
+Reads = Callable[[], Sequence[Row]]
+
+
+def _reads(tx: Tx, params: dict[str, Any]) -> tuple[Reads, Reads, Reads, Reads, Reads]:
+    """The claim's first reads, sent at once: the claimer's state, the expired runs, the
+    orphans, the queued runs and the other due runs. One statement where the dialect has
+    it (CLAIM_READS), its rows tagged with the read they answer."""
+    if tx.q.CLAIM_READS is None:
+        return (
+            tx.rows_later(tx.q.CLAIMER, params),
+            tx.rows_later(tx.q.EXPIRED_RUNS, {}),
+            tx.rows_later(tx.q.ORPHANED_RUNS, params),
+            tx.rows_later(tx.q.QUEUED_RUNS, params),
+            tx.rows_later(tx.q.DUE_RUNS, params),
+        )
+    found = tx.rows_later(tx.q.CLAIM_READS, params)
+
+    def part(name: str) -> Reads:
+        return lambda: [row for row in found() if row["part"] == name]
+
+    return part("claimer"), part("expired"), part("orphaned"), part("queued"), part("due")
 
 
 def _rank(row: Row) -> tuple[int, float, str]:

@@ -57,13 +57,16 @@ LIST_LOGS = """SELECT attempt, branch, seq, level, message, at FROM logs
 # --- claiming ------------------------------------------------------------------------------
 
 
+# What a claim reads of each run it takes, returned by the query that found (and, on
+# PostgreSQL, locked) the run: no statement of its own.
+CLAIM_COLUMN_NAMES = ("task_id", "status", "payload", "attempts", "recoveries", "tags",
+                      "parent_id", "root_id", "idempotency_key", "version", "executed_seconds",
+                      "cancel_requested_at", "started_at", "next_attempt",
+                      "lease_worker")  # fmt: skip
+
+
 def _claim_columns(alias: str) -> str:
-    """What a claim reads of each run it takes, returned by the query that found (and, on
-    PostgreSQL, locked) the run: no statement of its own."""
-    names = ("task_id", "status", "payload", "attempts", "recoveries", "tags", "parent_id",
-             "root_id", "idempotency_key", "version", "executed_seconds",
-             "cancel_requested_at", "started_at", "next_attempt", "lease_worker")  # fmt: skip
-    return ", ".join(f"{alias}.{name}" for name in names)
+    return ", ".join(f"{alias}.{name}" for name in CLAIM_COLUMN_NAMES)
 
 
 # Running runs whose worker is gone (dead, stopped, or never registered).
@@ -217,6 +220,7 @@ FINISH = f"UPDATE runs SET {_FINISH_SET} {_FENCE}"
 # SQLite has none: its statements cost no round trip.
 SUSPEND_WITH_EVENT = RELEASE_WITH_EVENT = RETRY_LATER_WITH_EVENT = FINISH_WITH_EVENT = None
 INSERT_RUN_WITH_EVENT = TAKE_LEASE_WITH_EVENT = TAKE_LEASES_WITH_EVENTS = None
+CLAIM_READS = None  # PostgreSQL: a claim's first reads in one statement
 
 # --- client transitions ------------------------------------------------------------------
 

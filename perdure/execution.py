@@ -493,9 +493,10 @@ class Execution:
         return await token_waits.wait(self, branch, token)
 
     def end_step(self, branch: Branch) -> None:
+        # No quiescence check: the branch goes on running; where it blocks next (a wait,
+        # its end) asks for one.
         branch.in_step -= 1
         self.steps_in_flight -= 1
-        self.schedule_check()
         if self.draining and self.steps_in_flight == 0:
             self.freeze(signals.ShuttingDown())
 

@@ -117,6 +117,27 @@ async def test_parallel_sleeps_suspend_once_every_branch_waits(make_app):
     ]
 
 
+async def test_a_run_suspends_once_the_step_its_other_branches_waited_beside_ends(make_app):
+    """The last thing to happen is a step's end, in a branch that then ends: the run is
+    quiescent from there and suspends, without waiting for its sleep's deadline."""
+    app = make_app(suspend_after=0.2)
+
+    @app.task(id="step-then-wait")
+    async def step_then_wait() -> None:
+        async def computing() -> None:
+            await perdure.run_step("compute", asyncio.sleep, 0.3)
+
+        await asyncio.gather(perdure.sleep(1.5), computing())
+
+    async with testing.worker(app):
+        handle = await step_then_wait.trigger()
+        deadline = asyncio.get_running_loop().time() + 1.2  # before the sleep's end
+        while (await app.runs.get(handle.id)).status is not perdure.RunStatus.WAITING:
+            assert asyncio.get_running_loop().time() < deadline, "the run did not suspend"
+            await asyncio.sleep(0.01)
+        await handle.result(timeout=10)
+
+
 async def test_a_branch_still_computing_keeps_the_run_in_memory(make_app):
     app = make_app(suspend_after=0.1)
 

@@ -7,6 +7,7 @@ when asked."""
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 import pytest
@@ -37,6 +38,15 @@ def recorded_before(trace: dict[str, Any], position: list[Any]) -> list[tuple[An
     ]
     assert found, trace
     return found
+
+
+def box_of(locator: Locator, timeout: float = 10) -> Any:
+    """The element's box, once it has one: a live update redraws the waterfall's axis, and
+    an element caught between its removal and its replacement has none."""
+    deadline = time.monotonic() + timeout
+    while (box := locator.bounding_box()) is None:
+        assert time.monotonic() < deadline, f"{locator} has no box after {timeout}s"
+    return box
 
 
 def run_id_of(page: Page, after: str | None = None) -> str:
@@ -88,8 +98,7 @@ def test_the_agent_triggered_from_the_test_page_is_followed_live_to_its_answer(
 
     # Dragging across the time axis zooms into the first second; the last model call,
     # five seconds in, is then off the chart.
-    axis = page.locator(".wf-axis .wf-track").bounding_box()
-    assert axis is not None
+    axis = box_of(page.locator(".wf-axis .wf-track"))
     last_call = page.locator('[data-row="entry:0:12"] .wf-bar')
     expect(last_call).to_have_count(1)
     page.mouse.move(axis["x"] + 1, axis["y"] + 5)

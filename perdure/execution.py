@@ -493,10 +493,11 @@ class Execution:
         return await token_waits.wait(self, branch, token)
 
     def end_step(self, branch: Branch) -> None:
-        # No quiescence check: the branch goes on running; where it blocks next (a wait,
-        # its end) asks for one.
         branch.in_step -= 1
         self.steps_in_flight -= 1
+        if any(b.wait_deadline is not None for b in self.branches if b.live):
+            # its branch may now only await them (none waits: a later wait asks for one)
+            self.schedule_check()
         if self.draining and self.steps_in_flight == 0:
             self.freeze(signals.ShuttingDown())
 

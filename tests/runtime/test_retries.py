@@ -257,3 +257,19 @@ async def test_max_duration_does_not_count_durable_waits(make_app):
 
     async with testing.worker(app):
         assert await (await task.trigger()).result(timeout=10) == "done"
+
+
+async def test_max_duration_does_not_count_a_wait_other_branches_are_left_in(make_app):
+    """A step ends while another branch sleeps; the branch that ran it then awaits the
+    sleeper: from there on the run only waits, and its clock stops."""
+    app = make_app()
+
+    @app.task(id="patient-beside", max_duration=1.0)
+    async def task() -> str:
+        sleeping = asyncio.ensure_future(perdure.sleep(2.0))
+        await perdure.run_step("quick", asyncio.sleep, 0.1)
+        await sleeping
+        return "done"
+
+    async with testing.worker(app):
+        assert await (await task.trigger()).result(timeout=10) == "done"

@@ -117,21 +117,51 @@ async def test_parallel_sleeps_suspend_once_every_branch_waits(make_app):
     ]
 
 
-async def test_a_run_suspends_once_the_step_its_other_branches_waited_beside_ends(make_app):
-    """The last thing to happen is a step's end, in a branch that then ends: the run is
-    quiescent from there and suspends, without waiting for its sleep's deadline."""
+@perdure.step(name="compute-sync")
+def compute_sync() -> None:
+    time.sleep(0.3)
+
+
+async def _gathered() -> None:
+    async def computing() -> None:
+        await perdure.run_step("compute", asyncio.sleep, 0.3)
+
+    await asyncio.gather(perdure.sleep(2.0), computing())
+
+
+async def _future_awaited_after() -> None:
+    sleeping = asyncio.ensure_future(perdure.sleep(2.0))
+    await perdure.run_step("compute", asyncio.sleep, 0.3)
+    await sleeping
+
+
+async def _task_group() -> None:
+    async with asyncio.TaskGroup() as group:
+        group.create_task(perdure.sleep(2.0))
+        await perdure.run_step("compute", asyncio.sleep, 0.3)
+
+
+async def _sync_step_beside() -> None:
+    sleeping = asyncio.ensure_future(perdure.sleep(2.0))
+    await compute_sync()
+    await sleeping
+
+
+@pytest.mark.parametrize(
+    "body",
+    [_gathered, _future_awaited_after, _task_group, _sync_step_beside],
+    ids=lambda b: b.__name__,
+)
+async def test_a_run_suspends_once_the_step_its_other_branches_waited_beside_ends(make_app, body):
+    """The last thing to happen is a step's end; the branch that ran it then ends or
+    awaits the sleeping branch: the run is quiescent from there and suspends, without
+    waiting for its sleep's deadline."""
     app = make_app(suspend_after=0.2)
-
-    @app.task(id="step-then-wait")
-    async def step_then_wait() -> None:
-        async def computing() -> None:
-            await perdure.run_step("compute", asyncio.sleep, 0.3)
-
-        await asyncio.gather(perdure.sleep(1.5), computing())
+    task = app.task(id="step-beside-wait")(body)
 
     async with testing.worker(app):
-        handle = await step_then_wait.trigger()
-        deadline = asyncio.get_running_loop().time() + 1.2  # before the sleep's end
+        handle = await task.trigger()
+        deadline = asyncio.get_running_loop().time() + 1.6  # before the sleep's end
         while (await app.runs.get(handle.id)).status is not perdure.RunStatus.WAITING:
             assert asyncio.get_running_loop().time() < deadline, "the run did not suspend"
             await asyncio.sleep(0.01)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import math
 import uuid as _uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -91,6 +92,8 @@ def _seconds(value: float | timedelta, what: str) -> float:
     seconds = value.total_seconds() if isinstance(value, timedelta) else value
     if not isinstance(seconds, int | float) or isinstance(seconds, bool):
         raise exceptions.PayloadError(f"{what} takes seconds or a timedelta, not {value!r}")
+    if math.isnan(seconds):
+        raise exceptions.PayloadError(f"{what} takes a number of seconds, not nan")
     return float(seconds)
 
 

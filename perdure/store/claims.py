@@ -20,6 +20,7 @@ from perdure.store.ops import (
     event_params,
     journals,
     record_event,
+    records,
     send_with_event,
 )
 from perdure.store.transitions import finish
@@ -214,7 +215,7 @@ def _take_leases(tx: Tx, writes: list[Write]) -> None:
     one (on PostgreSQL a statement costs the worker's one thread tens of microseconds)."""
     if tx.q.TAKE_LEASES_WITH_EVENTS is not None and len(writes) > 1:
         each = [{**params, **event} for params, event in writes]
-        tx.send(tx.q.TAKE_LEASES_WITH_EVENTS, {"writes": json.dumps(each)})
+        tx.send(tx.q.TAKE_LEASES_WITH_EVENTS, {"writes": records(each)})
         return
     for params, event in writes:
         send_with_event(tx, (tx.q.TAKE_LEASE, tx.q.TAKE_LEASE_WITH_EVENT), params, event)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
+import math
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
@@ -326,6 +327,20 @@ def create_run(tx: Tx, new: base.NewRun) -> tuple[str, bool]:
 
 def lease_held(tx: Tx, lease: base.Lease) -> bool:
     return bool(tx.rows(tx.q.CHECK_LEASE, {"run_id": lease.run_id, "token": lease.token}))
+
+
+def records(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Parameters of many rows as one JSON array (read back by jsonb_to_recordset). A
+    float JSON has no number for (a wait without deadline wakes at infinity) goes as the
+    string float8 reads back as that same float."""
+    try:
+        return json.dumps(rows, allow_nan=False)
+    except ValueError:
+        return json.dumps([{k: _float_text(v) for k, v in row.items()} for row in rows])
+
+
+def _float_text(value: Any) -> Any:
+    return str(value) if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def entry_params(run_id: str, e: runs.Entry) -> dict[str, Any]:

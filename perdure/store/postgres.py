@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import threading
 import zlib
@@ -116,7 +115,7 @@ class _Tx:
         """Send the fenced entries not sent yet, as one statement answered with the next."""
         group, self._entries = self._entries, None
         if group is not None:
-            entries = {"entries": json.dumps(group.params)}
+            entries = {"entries": ops.records(group.params)}
             group.rows = self._later(self.conn.execute(self.q.UPSERT_ENTRIES_FENCED, entries))
 
     def _later(self, cursor: Any) -> Callable[[], Sequence[Any]]:

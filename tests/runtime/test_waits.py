@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import math
 import time
 import weakref
 from datetime import UTC, datetime, timedelta
@@ -203,6 +204,34 @@ async def test_sleep_until_an_absolute_time_and_naive_datetimes_are_refused(make
         lateness = await (await until_task.trigger()).result(timeout=10)
     assert lateness >= 0
     assert errors and "timezone-aware" in errors[0]
+
+
+async def test_a_sleep_without_end_suspends_until_canceled_and_nan_is_refused(make_app):
+    app = make_app(suspend_after=0.1)
+    errors: list[str] = []
+
+    @app.task(id="forever")
+    async def forever() -> None:
+        try:
+            await perdure.sleep(math.nan)
+        except perdure.PayloadError as error:
+            errors.append(str(error))
+        await perdure.sleep(math.inf)
+
+    async with testing.worker(app) as worker:
+        handle = await forever.trigger()
+
+        async def suspended() -> bool:
+            run = await app.runs.get(handle.id)
+            return run.status is perdure.RunStatus.WAITING and not worker.active
+
+        await until(suspended)
+        [sleep] = (await app.runs.trace(handle.id)).entries
+        assert sleep.wake_at == math.inf
+        await app.runs.cancel(handle.id)
+        with pytest.raises(perdure.RunCanceled):
+            await handle.result(timeout=10)
+    assert set(errors) == {"perdure.sleep takes a number of seconds, not nan"}  # each replay
 
 
 async def test_a_def_task_sleeps_durably_too(make_app):

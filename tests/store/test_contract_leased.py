@@ -3,10 +3,13 @@ the status transitions they record."""
 
 from __future__ import annotations
 
+import dataclasses
+import math
+
 import pytest
 
 from perdure import runs
-from perdure.runs import EntryKind, EntryStatus, RunStatus
+from perdure.runs import EntryKind, EntryStatus, Key, RunStatus
 from perdure.store import base
 from tests.store.support import (
     Worker,
@@ -168,6 +171,30 @@ async def test_checkpoints_committed_together_are_each_fenced_by_their_own_lease
     ]
     [only] = await store.journal(again.lease.run_id)
     assert only.result == '"fresh"'
+
+
+async def test_a_wait_without_deadline_is_checkpointed_alone_or_beside_others(
+    store: base.Store, worker: Worker
+) -> None:
+    """A sleep of no end wakes at infinity, a float JSON has no number for: checkpoints
+    of such entries are written alone and in a batch with others (one statement on
+    PostgreSQL, its parameters a JSON array)."""
+    first, second = await leased(worker), await leased(worker)
+    endless = dataclasses.replace(
+        entry("0", 1, result=None, kind=EntryKind.SLEEP, status=EntryStatus.PENDING),
+        wake_at=math.inf,
+    )
+    assert await store.checkpoint(first.lease, [endless])
+    outcomes = await one_batch(
+        store,
+        lambda: store.checkpoint(first.lease, [dataclasses.replace(endless, key=Key("0", 2))]),
+        lambda: store.checkpoint(second.lease, [endless, entry("0", 2)]),
+    )
+    assert outcomes == [True, True]
+    for run_id, seqs in ((first.lease.run_id, [1, 2]), (second.lease.run_id, [1, 2])):
+        journal = await store.journal(run_id)
+        assert [e.key.seq for e in journal] == seqs
+        assert journal[0].wake_at == math.inf
 
 
 # --- suspend, release, retry_later, finish ----------------------------------------------------

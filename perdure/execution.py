@@ -201,11 +201,8 @@ class Execution:
     async def _fail(self, error: BaseException) -> None:
         drop = self._escaped_failures(error)
         fatal = isinstance(error, FATAL) or not isinstance(error, Exception)
-        delay = (
-            None
-            if fatal
-            else self.task.retry.delay(self.attempt, retry_after=exceptions.retry_after_of(error))
-        )
+        retry_after = exceptions.retry_after_of(error)
+        delay = None if fatal else self.task.retry.delay(self.attempt, retry_after=retry_after)
         if delay is None:
             await self._finish(runs.RunStatus.FAILED, None, _run_error(error), drop)
             return
@@ -330,6 +327,11 @@ class Execution:
         if isinstance(task, asyncio.Task) and not task.cancelled():
             task.exception()  # retrieved: a frozen branch's signal is expected, not news
         self.schedule_check()
+
+    def operation_ended(self) -> None:
+        """A step or operation ended: if a branch waits, its branch may now only await it."""
+        if any(b.wait_deadline is not None for b in self.branches if b.live):
+            self.schedule_check()
 
     def schedule_check(self) -> None:
         if self._check_handle is None:
@@ -495,9 +497,7 @@ class Execution:
     def end_step(self, branch: Branch) -> None:
         branch.in_step -= 1
         self.steps_in_flight -= 1
-        if any(b.wait_deadline is not None for b in self.branches if b.live):
-            # its branch may now only await them (none waits: a later wait asks for one)
-            self.schedule_check()
+        self.operation_ended()
         if self.draining and self.steps_in_flight == 0:
             self.freeze(signals.ShuttingDown())
 

@@ -5,6 +5,7 @@ Pure: no I/O, no clock. The randomness is injected so tests can pin it.
 
 from __future__ import annotations
 
+import math
 import random as _random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ class Retry:
     factor: float = 2.0
 
     def __post_init__(self) -> None:
+        if any(math.isnan(x) for x in (self.min_delay, self.max_delay, self.factor)):
+            raise ValueError("Retry takes numbers for its delays and factor, not nan")
         if self.max_attempts < 1:
             raise ValueError("Retry(max_attempts=...) must be at least 1")
         if self.min_delay < 0 or self.max_delay < self.min_delay:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-import math
 import uuid as _uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -86,15 +85,15 @@ async def _when_awaited(call: str, operation: Callable[[Branch], Coroutine[Any, 
         return await operation(branch)
     finally:
         branch.busy -= 1
+        branch.execution.operation_ended()
 
 
 def _seconds(value: float | timedelta, what: str) -> float:
-    seconds = value.total_seconds() if isinstance(value, timedelta) else value
-    if not isinstance(seconds, int | float) or isinstance(seconds, bool):
-        raise exceptions.PayloadError(f"{what} takes seconds or a timedelta, not {value!r}")
-    if math.isnan(seconds):
-        raise exceptions.PayloadError(f"{what} takes a number of seconds, not nan")
-    return float(seconds)
+    from perdure import tasks
+
+    seconds = tasks.seconds(value, what)
+    assert seconds is not None
+    return seconds
 
 
 def sleep(duration: float | timedelta) -> Any:

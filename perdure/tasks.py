@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -51,6 +52,11 @@ def _spec(
     fn: Callable[..., Any], name: str | None, retry: Retry | None, timeout: float | timedelta | None
 ) -> StepSpec:
     step_name = name or fn.__name__
+    if "\x00" in step_name:
+        raise exceptions.PayloadError(
+            f"step name {step_name!r} holds a NUL character, which PostgreSQL cannot store; "
+            "name the step without it"
+        )
     _, returns = serialization.signature_hints(fn)
     seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
     return StepSpec(
@@ -125,7 +131,13 @@ def seconds(value: float | timedelta | None, what: str) -> float | None:
         return value.total_seconds()
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise exceptions.PayloadError(f"{what} takes seconds or a timedelta, not {value!r}")
-    return float(value)
+    try:
+        seconds = float(value)
+    except OverflowError:
+        raise exceptions.PayloadError(f"{what} takes a number of seconds a float holds") from None
+    if math.isnan(seconds):
+        raise exceptions.PayloadError(f"{what} takes a number of seconds, not nan")
+    return seconds
 
 
 class Task(Generic[In, Out]):

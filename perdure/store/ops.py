@@ -374,7 +374,7 @@ def write_progress(tx: Tx, run_id: str, progress: base.Progress | None) -> None:
                 "branch": line.branch,
                 "seq": line.seq,
                 "level": line.level,
-                "message": line.message,
+                "message": line.message.replace("\x00", "\ufffd"),  # text holds no NUL
                 "at": line.at,
             },
         )

@@ -337,3 +337,25 @@ async def test_logs_and_metadata_are_not_emitted_again_on_replay(make_app):
         "after the step, try 2",
     ]
     assert trace.run.metadata == {"progress": 0.5}
+
+
+async def test_a_nul_character_is_refused_in_a_step_name_and_replaced_in_a_log_line(make_app):
+    """PostgreSQL's text holds no NUL (SQLite's does): a step named with one fails at
+    once with a clear error on every backend, and a log line keeps the rest of its text."""
+    app = make_app()
+    errors: list[str] = []
+
+    @app.task(id="nul")
+    async def nul() -> str:
+        perdure.logger.info("a\x00b")
+        try:
+            await perdure.run_step("a\x00b", lambda: 1)
+        except perdure.PayloadError as error:
+            errors.append(str(error))
+        return await perdure.run_step("ab", lambda: "done")
+
+    async with testing.worker(app):
+        handle = await nul.trigger()
+        assert await handle.result(timeout=10) == "done"
+    assert [x.message for x in (await app.runs.trace(handle.id)).logs] == ["a\ufffdb"]
+    assert errors and "NUL character" in errors[0]

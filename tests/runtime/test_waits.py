@@ -142,6 +142,13 @@ async def _task_group() -> None:
         await perdure.run_step("compute", asyncio.sleep, 0.3)
 
 
+async def _operation_last() -> None:
+    sleeping = asyncio.ensure_future(perdure.sleep(2.0))
+    await perdure.run_step("compute", asyncio.sleep, 0.3)
+    await perdure.create_token()  # a durable operation that does not wait
+    await sleeping
+
+
 async def _sync_step_beside() -> None:
     sleeping = asyncio.ensure_future(perdure.sleep(2.0))
     await compute_sync()
@@ -150,7 +157,7 @@ async def _sync_step_beside() -> None:
 
 @pytest.mark.parametrize(
     "body",
-    [_gathered, _future_awaited_after, _task_group, _sync_step_beside],
+    [_gathered, _future_awaited_after, _task_group, _operation_last, _sync_step_beside],
     ids=lambda b: b.__name__,
 )
 async def test_a_run_suspends_once_the_step_its_other_branches_waited_beside_ends(make_app, body):
@@ -281,6 +288,20 @@ async def test_sleep_takes_seconds_or_a_timedelta_only(make_app):
         with pytest.raises(perdure.RunFailed) as failed:
             await (await bad.trigger()).result(timeout=10)
     assert "seconds or a timedelta" in failed.value.error.message
+
+
+async def test_durations_a_float_cannot_hold_are_refused_before_anything_is_written(make_app):
+    app = make_app()
+
+    @app.task(id="later")
+    async def later() -> None:
+        pass
+
+    with pytest.raises(perdure.PayloadError, match=r"^delay takes a number of seconds, not nan$"):
+        await later.trigger(delay=math.nan)
+    with pytest.raises(perdure.PayloadError, match="a float holds"):
+        await later.trigger(delay=10**400)
+    assert await app.runs.list() == []
 
 
 async def test_sleep_outside_a_task_is_a_clear_error():

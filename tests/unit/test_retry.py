@@ -104,6 +104,9 @@ def test_retry_after_does_not_add_an_attempt() -> None:
         {"min_delay": 10, "max_delay": 5},
         {"factor": 0.5},
         {"factor": 0},
+        {"min_delay": float("nan")},
+        {"max_delay": float("nan")},
+        {"factor": float("nan")},
     ],
 )
 def test_invalid_arguments_raise_value_error(options: dict[str, float]) -> None:

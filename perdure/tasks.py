@@ -58,12 +58,11 @@ def _spec(
             "name the step without it"
         )
     _, returns = serialization.signature_hints(fn)
-    seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
     return StepSpec(
         name=step_name,
         fn=fn,
         retry=retry or Retry(),
-        timeout=seconds,
+        timeout=seconds(timeout, f"timeout of step {step_name!r}"),
         is_async=inspect.iscoroutinefunction(fn),
         codec=serialization.codec(returns, f"result of step {step_name!r}"),
     )

@@ -230,6 +230,25 @@ async def test_a_sync_step_is_not_interrupted_and_its_timeout_applies_when_it_re
     assert "past its timeout" in failed.value.error.message
 
 
+@pytest.mark.parametrize(
+    ("timeout", "message"),
+    [
+        (float("nan"), "takes a number of seconds, not nan"),
+        (10**400, "takes a number of seconds a float holds"),
+        ("5s", "takes seconds or a timedelta"),
+    ],
+    ids=["nan", "overflow", "text"],
+)
+def test_a_step_timeout_that_is_not_a_duration_is_refused_where_the_step_is_declared(
+    timeout, message
+):
+    with pytest.raises(perdure.PayloadError, match=f"^timeout of step 'fetch' {message}"):
+
+        @perdure.step(timeout=timeout)
+        def fetch() -> None:
+            pass
+
+
 async def test_max_duration_ends_the_run_timed_out(make_app):
     app = make_app()
 

@@ -76,6 +76,7 @@ class Execution:
         self.metadata_patch: dict[str, Any] = {}
         self.failures: list[tuple[BaseException, runs.Key]] = []
         self.steps_in_flight = 0
+        self.waiting = 0  # branches in a durable wait (`wait_until`)
         self.draining = False
         self._check_handle: asyncio.Handle | None = None
         self._executed = claim.executed_seconds
@@ -114,16 +115,14 @@ class Execution:
                 return
             await asyncio.wait([body, self._frozen_signal], return_when=asyncio.FIRST_COMPLETED)
             if not body.done():
-                # Frozen: the body gets a moment to unwind; code that swallows the
-                # cancellation is abandoned (it can record nothing more).
+                # Frozen: a moment to unwind; code swallowing the cancellation is abandoned.
                 await asyncio.wait([body], timeout=UNWIND_SECONDS)
                 if not body.done():
                     log.warning("run %s ignores cancellation; abandoning it", self.run_id)
             self.body_done = True
             frozen = self.frozen
             if frozen is None:
-                # The body is done: revoke the fence and stop branches it left running,
-                # so nothing runs a step after the run's final commit.
+                # Done: revoke the fence and stop leftover branches (no step after the end).
                 self.frozen = signals.Ended()
                 self._cancel_tasks()
             await self._conclude(body, frozen)
@@ -330,7 +329,7 @@ class Execution:
 
     def operation_ended(self) -> None:
         """A step or operation ended: if a branch waits, its branch may now only await it."""
-        if any(b.wait_deadline is not None for b in self.branches if b.live):
+        if self.waiting:
             self.schedule_check()
 
     def schedule_check(self) -> None:
@@ -431,9 +430,8 @@ class Execution:
     async def wait_until(
         self, branch: Branch, deadline: float | None, settles: runs.Key | None = None
     ) -> None:
-        """A durable wait: blocks the branch until `deadline` (database clock; None: no
-        deadline), or until the worker sees the journal entry `settles` settled (a token
-        completed, children ended)."""
+        """A durable wait: the branch blocks until `deadline` (database clock; None: none),
+        or until the worker sees the journal entry `settles` settled (a token, children)."""
         limit = math.inf if deadline is None else deadline
         delay = limit - self.db_now()
         if delay <= 0:
@@ -447,6 +445,7 @@ class Execution:
         if watched is not None:
             self.worker.watch(watched, future)
         branch.wait_deadline, branch.wait_key = limit, settles
+        self.waiting += 1
         busy, branch.busy = branch.busy, 0  # blocked, not busy, while it waits
         self.schedule_check()
         try:
@@ -458,6 +457,7 @@ class Execution:
             if watched is not None:
                 self.worker.unwatch(watched, future)
             branch.wait_deadline, branch.wait_key = None, None
+            self.waiting -= 1
             self._resume_clock()
 
     async def sleep(self, branch: Branch, delay: float | None, until: float | None) -> None:
